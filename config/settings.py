@@ -1,0 +1,297 @@
+"""Trouvaille settings: one module, driven by environment variables.
+
+Every default is the embedded setup (SQLite, local media, the ORM job broker,
+dlib). Production switches parts on with variables documented in `.env.example`;
+with DJANGO_DEBUG=0 the unsafe defaults refuse to start (see `_check_production`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    """A setting from the environment, or from the file named by NAME_FILE.
+
+    The *_FILE form lets secrets come from systemd credentials or mounted
+    secret files instead of the process environment.
+    """
+    file_path = os.environ.get(f"{name}_FILE")
+    if file_path:
+        return Path(file_path).read_text().strip()
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env(name, "1" if default else "0").strip().lower()
+    return value in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))
+
+
+def env_float(name: str, default: float) -> float:
+    return float(env(name, str(default)))
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# --- Core ---------------------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+_DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+SECRET_KEY = env("DJANGO_SECRET_KEY", _DEV_SECRET_KEY)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+# Public base URL for links and QR codes printed outside a request (commands).
+SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_q",
+    "gallery",
+    "matching",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.logging.RequestLogMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Database -----------------------------------------------------------------
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 600),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the qcluster share one SQLite file: wait for locks
+    # instead of failing, and take the write lock at BEGIN so two writers never
+    # deadlock upgrading a read lock. WAL lets readers run during a write.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    }
+    # A file, not :memory:, so a qcluster subprocess in the tests sees the test data.
+    DATABASES["default"]["TEST"] = {"NAME": env("TEST_SQLITE_PATH", str(BASE_DIR / ".test-db.sqlite3"))}
+
+# --- Cache and jobs -----------------------------------------------------------
+
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    # A file cache, not local memory: django-q2 keeps cluster heartbeats in the
+    # cache, and `import_photos --wait` reads them from another process.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": env("CACHE_DIR", str(BASE_DIR / ".cache")),
+        }
+    }
+
+Q_WORKERS = env_int("Q_WORKERS", max(1, os.cpu_count() or 1))
+Q_CLUSTER = {
+    "name": env("Q_CLUSTER_NAME", "trouvaille"),
+    "workers": Q_WORKERS,
+    # A task may run this long; an index job on one large photo takes seconds.
+    "timeout": env_int("Q_TIMEOUT", 300),
+    # Must exceed the timeout, or a slow task is handed to a second worker.
+    "retry": env_int("Q_RETRY", 360),
+    # django-q2's default 0 retries forever; our jobs record their own failures.
+    "max_attempts": env_int("Q_MAX_ATTEMPTS", 3),
+    # Restart a worker process after this many tasks so dlib's memory stays bounded.
+    "recycle": env_int("Q_RECYCLE", 200),
+    "save_limit": env_int("Q_SAVE_LIMIT", 1000),
+    "ack_failures": True,
+    "catch_up": False,
+    "label": "Jobs",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    # Poll the ORM queue often so a selfie is picked up within a second.
+    Q_CLUSTER["poll"] = env_float("Q_POLL", 0.5)
+
+# Run jobs inline instead of queueing them (tests, debugging). Read at call time.
+JOBS_SYNC = env_bool("JOBS_SYNC", False)
+
+# --- Files --------------------------------------------------------------------
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "media")))
+# Media is never served by URL: every file goes through an access-checked view.
+MEDIA_URL = "/media-not-served/"
+
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME")
+if AWS_STORAGE_BUCKET_NAME:
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL") or None,
+            "region_name": env("AWS_S3_REGION_NAME") or env("AWS_DEFAULT_REGION") or None,
+            # Private objects, reached only through short-lived presigned URLs.
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": env_int("AWS_QUERYSTRING_EXPIRE", 300),
+            "file_overwrite": False,
+            "location": env("AWS_LOCATION", ""),
+        },
+    }
+else:
+    _media_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _media_storage,
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# Uploads: the admin accepts many files in one request; each is streamed to disk.
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("UPLOAD_MAX_FILES", 2000)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+PHOTO_MAX_BYTES = env_int("PHOTO_MAX_BYTES", 50 * 1024 * 1024)
+PHOTO_MAX_PIXELS = env_int("PHOTO_MAX_PIXELS", 100_000_000)
+ARCHIVE_MAX_MEMBERS = env_int("ARCHIVE_MAX_MEMBERS", 20_000)
+SELFIE_MAX_BYTES = env_int("SELFIE_MAX_BYTES", 20 * 1024 * 1024)
+SELFIE_MAX_SIDE = env_int("SELFIE_MAX_SIDE", 1024)
+THUMBNAIL_SIDE = env_int("THUMBNAIL_SIDE", 480)
+# Served copies (view and download) are re-encoded without EXIF, at most this big.
+DISPLAY_MAX_SIDE = env_int("DISPLAY_MAX_SIDE", 3000)
+
+# --- Faces --------------------------------------------------------------------
+
+FACE_BACKEND = env("FACE_BACKEND", "dlib")
+FACE_TOLERANCE = env_float("FACE_TOLERANCE", 0.6)
+# Smallest face to find, as a share of the photo's longest side (100 px in 4000 px).
+FACE_MIN_SIZE_RATIO = env_float("FACE_MIN_SIZE_RATIO", 0.025)
+# dlib's HOG detector finds faces from ~80 px; each upsample halves that. Photos
+# are downscaled to FACE_DETECT_MAX_SIDE first; with one upsample the smallest
+# face found is ~40 px, i.e. 2.5% of 1600 px.
+FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", 1600)
+FACE_DETECT_UPSAMPLE = env_int("FACE_DETECT_UPSAMPLE", 1)
+FACE_MODEL = env("FACE_MODEL", "hog")
+
+AWS_REKOGNITION_REGION = env("AWS_REKOGNITION_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
+AWS_REKOGNITION_COLLECTION_PREFIX = env("AWS_REKOGNITION_COLLECTION_PREFIX", "trouvaille")
+AWS_REKOGNITION_SIMILARITY = env_float("AWS_REKOGNITION_SIMILARITY", 90.0)
+AWS_CONCURRENT_REQUESTS = env_int("AWS_CONCURRENT_REQUESTS", 4)
+AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
+
+# --- Security -----------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 60 * 60 * 24 * 90  # attendees come back to new photos for weeks
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 30)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+    if env_bool("BEHIND_PROXY", True):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+# --- Logging ------------------------------------------------------------------
+
+LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOG_FORMAT = env("LOG_FORMAT", "text" if DEBUG else "json")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "config.logging.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s %(extra_fields)s"},
+    },
+    "filters": {"extra_fields": {"()": "config.logging.ExtraFieldsFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["extra_fields"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "django_q": {"level": env("Q_LOG_LEVEL", "WARNING"), "propagate": True},
+    },
+}
+
+
+def _check_production() -> None:
+    """Refuse to start a non-debug process with development defaults."""
+    problems = []
+    if SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 32:
+        problems.append("DJANGO_SECRET_KEY must be set to a long random value")
+    if not ALLOWED_HOSTS:
+        problems.append("DJANGO_ALLOWED_HOSTS must list the public host names")
+    if FACE_BACKEND not in {"dlib", "rekognition"}:
+        problems.append(f"FACE_BACKEND={FACE_BACKEND!r} is not a production engine (dlib, rekognition)")
+    if problems:
+        raise ImproperlyConfigured("Unsafe production settings (DJANGO_DEBUG=0): " + "; ".join(problems))
+
+
+if not DEBUG:
+    _check_production()

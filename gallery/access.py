@@ -1,0 +1,69 @@
+"""Who may see what. Every attendee view starts with one of these checks.
+
+Attendees are anonymous: the session remembers which events they unlocked with
+the event code and which selfie (by its secret token) is theirs. Anything they
+may not see is a 404, so nothing reveals that it exists.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest
+from django.shortcuts import get_object_or_404
+
+from gallery.models import Event, Photo, Selfie
+
+
+def _unlocked_key(event: Event) -> str:
+    return f"unlocked:{event.pk}"
+
+
+def _selfie_key(event: Event) -> str:
+    return f"selfie:{event.pk}"
+
+
+def event_for_attendee(request: HttpRequest, slug: str) -> Event:
+    """A published event, or 404. Staff can preview unpublished ones."""
+    event = get_object_or_404(Event, slug=slug)
+    if not event.published and not request.user.is_staff:
+        raise Http404("No such event.")
+    return event
+
+
+def event_is_unlocked(request: HttpRequest, event: Event) -> bool:
+    return not event.access_code or bool(request.session.get(_unlocked_key(event)))
+
+
+def event_unlock(request: HttpRequest, event: Event) -> None:
+    request.session[_unlocked_key(event)] = True
+
+
+def unlocked_event_for_attendee(request: HttpRequest, slug: str) -> Event:
+    """A published event whose code (if any) this visitor has entered, or 404."""
+    event = event_for_attendee(request, slug)
+    if not event_is_unlocked(request, event):
+        raise Http404("Enter the event code first.")
+    return event
+
+
+def selfie_remember(request: HttpRequest, selfie: Selfie) -> None:
+    request.session[_selfie_key(selfie.event)] = selfie.token
+
+
+def selfie_forget(request: HttpRequest, event: Event) -> None:
+    request.session.pop(_selfie_key(event), None)
+
+
+def selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:
+    """This visitor's selfie for the event, or None."""
+    token = request.session.get(_selfie_key(event))
+    if not token:
+        return None
+    return Selfie.objects.filter(event=event, token=token).first()
+
+
+def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int) -> Photo:
+    """A photo of the event that this visitor's selfie matched, or 404."""
+    selfie = selfie_for_attendee(request, event)
+    if selfie is None:
+        raise Http404("No such photo.")
+    return get_object_or_404(Photo, pk=photo_id, event=event, matches__selfie=selfie)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+
+class CodeForm(forms.Form):
+    code = forms.CharField(label="Event code", max_length=64, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+
+
+class SelfieForm(forms.Form):
+    image = forms.FileField(
+        label="Your selfie",
+        widget=forms.ClearableFileInput(attrs={"accept": "image/*", "capture": "user"}),
+        error_messages={"required": "Please choose or take a selfie.", "empty": "That file is empty."},
+    )
+    consent = forms.BooleanField(
+        label=(
+            "I agree that Trouvaille computes a biometric template of my face from this selfie, "
+            "only to find me in this event's photos. I can delete it at any time."
+        ),
+        error_messages={"required": "Please agree to the use of your selfie to find your photos."},
+    )
+
+    def clean_image(self):
+        image = self.cleaned_data["image"]
+        if image.size > settings.SELFIE_MAX_BYTES:
+            raise forms.ValidationError(f"This photo is too large; the limit is {settings.SELFIE_MAX_BYTES >> 20} MB.")
+        return image
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    widget = MultipleFileInput
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, list | tuple) else ([data] if data else [])
+        return [super(MultipleFileField, self).clean(item, initial) for item in files]
+
+
+class PhotoUploadForm(forms.Form):
+    files = MultipleFileField(
+        label="Photos or zip archives",
+        required=False,
+        widget=MultipleFileInput(attrs={"accept": "image/*,.zip,application/zip"}),
+    )
+    folder = MultipleFileField(
+        label="Or a whole folder",
+        required=False,
+        widget=MultipleFileInput(attrs={"webkitdirectory": True, "directory": True}),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("files") and not cleaned.get("folder"):
+            raise forms.ValidationError("Choose photos, zip archives or a folder to upload.")
+        return cleaned

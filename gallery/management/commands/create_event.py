@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from gallery import services
+
+
+class Command(BaseCommand):
+    help = "Create an event that attendees can open by its link."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="The event's name, shown to attendees.")
+        parser.add_argument("--slug", help="The event's URL part (default: made from the name).")
+        parser.add_argument("--code", default="", help="An access code attendees must enter (default: none).")
+
+    def handle(self, *args: object, name: str, slug: str | None, code: str, **options: object) -> None:
+        try:
+            event = services.event_create(name=name, slug=slug, code=code)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(self.style.SUCCESS(f"Created event {event.name!r} (slug {event.slug})."))
+        self.stdout.write(f"Attendee link: {settings.SITE_URL}{event.get_absolute_url()}")
+        if event.access_code:
+            self.stdout.write(f"Access code: {event.access_code}")

@@ -1,0 +1,145 @@
+"""Events, their photos and faces, attendees' selfies and the matches between them."""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def photo_original_path(photo: Photo, filename: str) -> str:
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "img"
+    return f"events/{photo.event_id}/originals/{photo.content_hash[:2]}/{photo.content_hash}.{suffix}"
+
+
+def photo_derived_path(photo: Photo, filename: str) -> str:
+    return f"events/{photo.event_id}/derived/{photo.content_hash[:2]}/{filename}"
+
+
+def selfie_path(selfie: Selfie, filename: str) -> str:
+    return f"events/{selfie.event_id}/selfies/{secrets.token_hex(16)}.jpg"
+
+
+class Event(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    date = models.DateField(default=timezone.localdate)
+    access_code = models.CharField(
+        max_length=64, blank=True, help_text="Attendees must enter this code to open the event. Leave empty for none."
+    )
+    published = models.BooleanField(default=True, help_text="Unpublished events are invisible to attendees.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-date", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("gallery:event", args=[self.slug])
+
+
+class Photo(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        INDEXED = "indexed", "Indexed"
+        FAILED = "failed", "Failed"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="photos")
+    original = models.FileField(upload_to=photo_original_path, max_length=300)
+    original_name = models.CharField(max_length=255)
+    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the original file.")
+    # Served copies, EXIF stripped and orientation applied; made by the index job.
+    display = models.FileField(upload_to=photo_derived_path, max_length=300, blank=True)
+    thumbnail = models.FileField(upload_to=photo_derived_path, max_length=300, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    taken_at = models.DateTimeField(null=True, blank=True, help_text="Capture time from EXIF.")
+    index_state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING, db_index=True)
+    index_error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    face_count = models.PositiveIntegerField(default=0)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["taken_at", "original_name", "id"]
+        constraints = [models.UniqueConstraint(fields=["event", "content_hash"], name="photo_unique_hash_per_event")]
+        indexes = [models.Index(fields=["event", "index_state"])]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class Face(models.Model):
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="faces")
+    # Bounding box in pixels of the original photo, after EXIF orientation.
+    left = models.PositiveIntegerField()
+    top = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    # float32 vector (128-d for dlib); empty for engines that keep faces remotely.
+    embedding = models.BinaryField(blank=True, default=b"")
+    engine = models.CharField(max_length=20)
+    # The engine's own id for this face (Rekognition FaceId), if any.
+    external_id = models.CharField(max_length=64, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"Face {self.pk} in {self.photo_id}"
+
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype=np.float32)
+
+
+class Selfie(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        MATCHING = "matching", "Matching"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="selfies")
+    image = models.FileField(upload_to=selfie_path, max_length=300)
+    token = models.CharField(max_length=64, unique=True, default=_new_token, editable=False)
+    consent_at = models.DateTimeField()
+    match_state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING, db_index=True)
+    match_error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    embedding = models.BinaryField(blank=True, default=b"")
+    engine = models.CharField(max_length=20, blank=True)
+    external_id = models.CharField(max_length=64, blank=True)
+    matched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Selfie {self.pk} ({self.event})"
+
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype=np.float32)
+
+
+class Match(models.Model):
+    selfie = models.ForeignKey(Selfie, on_delete=models.CASCADE, related_name="matches")
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="matches")
+    distance = models.FloatField(help_text="Best (smallest) face distance between the selfie and the photo.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "matches"
+        ordering = ["distance"]
+        constraints = [models.UniqueConstraint(fields=["selfie", "photo"], name="match_unique_selfie_photo")]
+
+    def __str__(self) -> str:
+        return f"{self.selfie_id} ↔ {self.photo_id} ({self.distance:.3f})"

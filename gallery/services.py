@@ -1,0 +1,252 @@
+"""Business writes for events, photos and selfies.
+
+Views, admin actions and commands call these; none of them detects faces:
+indexing and matching are queued as jobs (matching.jobs) after commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from django.conf import settings
+from django.core.files import File
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from gallery.models import Event, Photo, Selfie
+from matching import jobs
+from matching.images import ImageProblem, exif_datetime, identify, jpeg_file, load_rgb
+
+_CHUNK = 1024 * 1024
+_SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
+
+
+@dataclass
+class ImportSummary:
+    """What an import did, file by file: created, duplicate or rejected (with why)."""
+
+    created: list[int] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def seen(self) -> int:
+        return len(self.created) + len(self.duplicates) + len(self.rejected)
+
+    def merge(self, other: ImportSummary) -> None:
+        self.created += other.created
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.created)} imported, {len(self.duplicates)} duplicates skipped, {len(self.rejected)} rejected"
+        )
+
+
+# --- Events -------------------------------------------------------------------
+
+
+def event_create(*, name: str, slug: str | None = None, code: str = "", event_date: date | None = None) -> Event:
+    """A new published event. A given slug must be free; a derived one is made unique."""
+    name = name.strip()
+    if not name:
+        raise ValueError("An event needs a name.")
+    if slug:
+        if slug != slugify(slug):
+            raise ValueError(f"{slug!r} is not a valid slug: use lowercase letters, digits and hyphens.")
+        if Event.objects.filter(slug=slug).exists():
+            raise ValueError(f"An event with the slug {slug!r} already exists.")
+    else:
+        base = slugify(name)[:70] or "event"
+        slug, n = base, 1
+        while Event.objects.filter(slug=slug).exists():
+            n += 1
+            slug = f"{base}-{n}"
+    return Event.objects.create(
+        name=name, slug=slug, access_code=code.strip(), date=event_date or timezone.localdate()
+    )
+
+
+def code_matches(*, event: Event, code: str) -> bool:
+    """Codes are typed on phones: compare ignoring case and surrounding spaces."""
+    import hmac
+
+    return hmac.compare_digest(code.strip().casefold().encode(), event.access_code.strip().casefold().encode())
+
+
+# --- Photos -------------------------------------------------------------------
+
+
+def photo_import(*, event: Event, name: str, fileobj: IO[bytes]) -> ImportSummary:
+    """Store one photo and queue it for indexing; identical content is skipped.
+
+    The file is copied to a temporary spool while hashing, so nothing is stored
+    until we know it is an image of acceptable size that the event lacks.
+    """
+    summary = ImportSummary()
+    name = PurePosixPath(name.replace("\\", "/")).name[:255] or "photo"
+    with tempfile.SpooledTemporaryFile(max_size=8 * _CHUNK) as spool:
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := fileobj.read(_CHUNK):
+            size += len(chunk)
+            if size > settings.PHOTO_MAX_BYTES:
+                summary.rejected.append((name, f"larger than {settings.PHOTO_MAX_BYTES // _CHUNK} MB"))
+                return summary
+            digest.update(chunk)
+            spool.write(chunk)
+        if size == 0:
+            summary.rejected.append((name, "empty file"))
+            return summary
+        content_hash = digest.hexdigest()
+        if Photo.objects.filter(event=event, content_hash=content_hash).exists():
+            summary.duplicates.append(name)
+            return summary
+        spool.seek(0)
+        try:
+            image = identify(spool)
+        except ImageProblem as exc:
+            summary.rejected.append((name, str(exc)))
+            return summary
+        taken_at = _parse_exif_time(exif_datetime(image))
+        spool.seek(0)
+        photo = Photo(event=event, original_name=name, content_hash=content_hash, taken_at=taken_at)
+        photo.original.save(name, File(spool, name=name), save=False)
+    try:
+        with transaction.atomic():
+            photo.save()
+            jobs.enqueue_photo_index(photo.pk, event_id=event.pk)
+    except IntegrityError:
+        # The same file arrived concurrently; the other copy won.
+        photo.original.storage.delete(photo.original.name)
+        summary.duplicates.append(name)
+        return summary
+    summary.created.append(photo.pk)
+    return summary
+
+
+def _parse_exif_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.strptime(value[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    return timezone.make_aware(parsed) if settings.USE_TZ else parsed
+
+
+def archive_import(*, event: Event, fileobj: IO[bytes], name: str = "archive.zip") -> ImportSummary:
+    """Import every image in a zip archive, read member by member, never extracted to disk.
+
+    Hostile archives are contained: member names are never used as paths, sizes
+    are enforced on the bytes actually read (headers can lie), nested archives
+    and encrypted members are refused, and the member count is bounded.
+    """
+    summary = ImportSummary()
+    try:
+        archive = zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        summary.rejected.append((name, "not a valid zip archive"))
+        return summary
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir() and not _is_junk(info.filename)]
+        if len(members) > settings.ARCHIVE_MAX_MEMBERS:
+            summary.rejected.append((name, f"more than {settings.ARCHIVE_MAX_MEMBERS} files in one archive"))
+            return summary
+        for info in members:
+            label = f"{name}:{info.filename}"
+            if info.flag_bits & 0x1:
+                summary.rejected.append((label, "encrypted archive members are not supported"))
+            elif info.filename.lower().endswith(".zip"):
+                summary.rejected.append((label, "archives inside archives are not imported"))
+            elif info.file_size > settings.PHOTO_MAX_BYTES:
+                summary.rejected.append((label, f"larger than {settings.PHOTO_MAX_BYTES // _CHUNK} MB"))
+            else:
+                try:
+                    with archive.open(info) as member:
+                        result = photo_import(event=event, name=info.filename, fileobj=member)
+                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+                    summary.rejected.append((label, f"unreadable in the archive ({exc})"))
+                    continue
+                result.rejected = [(f"{name}:{n}", why) for n, why in result.rejected]
+                summary.merge(result)
+    return summary
+
+
+def _is_junk(member: str) -> bool:
+    base = PurePosixPath(member).name
+    return member.startswith(_SKIPPED_NAMES) or base.startswith(".") or base in _SKIPPED_NAMES
+
+
+def upload_import(*, event: Event, name: str, fileobj: IO[bytes]) -> ImportSummary:
+    """One uploaded or found file: a zip archive or a single photo."""
+    if name.lower().endswith(".zip"):
+        return archive_import(event=event, fileobj=fileobj, name=name)
+    return photo_import(event=event, name=name, fileobj=fileobj)
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files named directly, and every visible file below named folders, in order."""
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                relative = child.relative_to(path).parts
+                if child.is_file() and not any(part.startswith(".") for part in relative):
+                    yield child
+        else:
+            yield path
+
+
+def paths_import(
+    *, event: Event, paths: Iterable[Path], on_file: Callable[[Path, ImportSummary], None] | None = None
+) -> ImportSummary:
+    """Import files, folders (recursively) and zip archives from the filesystem."""
+    summary = ImportSummary()
+    for path in expand_paths(paths):
+        if not path.exists():
+            result = ImportSummary(rejected=[(str(path), "no such file or folder")])
+        else:
+            try:
+                with path.open("rb") as handle:
+                    result = upload_import(event=event, name=path.name, fileobj=handle)
+            except OSError as exc:
+                result = ImportSummary(rejected=[(str(path), f"cannot be read ({exc.strerror})")])
+        summary.merge(result)
+        if on_file:
+            on_file(path, result)
+    return summary
+
+
+# --- Selfies ------------------------------------------------------------------
+
+
+def selfie_create(*, event: Event, upload: IO[bytes], consent: bool) -> Selfie:
+    """Store a compressed, metadata-free copy of the selfie and queue its matching.
+
+    Raises ImageProblem (with a message for the attendee) for unusable images.
+    """
+    if not consent:
+        raise ValueError("Consent is required.")
+    if getattr(upload, "size", 0) > settings.SELFIE_MAX_BYTES:
+        raise ImageProblem(f"This photo is too large; the limit is {settings.SELFIE_MAX_BYTES // _CHUNK} MB.")
+    image = load_rgb(upload, draft_side=settings.SELFIE_MAX_SIDE)
+    selfie = Selfie(event=event, consent_at=timezone.now())
+    selfie.image.save("selfie.jpg", jpeg_file(image, max_side=settings.SELFIE_MAX_SIDE, quality=85), save=False)
+    with transaction.atomic():
+        selfie.save()
+        jobs.enqueue_selfie_match(selfie.pk)
+    return selfie
+
+
+def selfie_delete(*, selfie: Selfie) -> None:
+    """Forget an attendee: their selfie, its face and their matches (see signals)."""
+    selfie.delete()

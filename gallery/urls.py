@@ -1,0 +1,17 @@
+from django.urls import path
+
+from gallery import views
+
+app_name = "gallery"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("e/<slug:slug>/", views.event, name="event"),
+    path("e/<slug:slug>/selfie", views.selfie_upload, name="selfie_upload"),
+    path("e/<slug:slug>/me/", views.me, name="me"),
+    path("e/<slug:slug>/me/status", views.me_status, name="me_status"),
+    path("e/<slug:slug>/me/forget", views.me_forget, name="me_forget"),
+    path("e/<slug:slug>/photos/<int:photo_id>/thumbnail.jpg", views.photo_thumbnail, name="photo_thumbnail"),
+    path("e/<slug:slug>/photos/<int:photo_id>/", views.photo_view, name="photo_view"),
+    path("e/<slug:slug>/photos/<int:photo_id>/download", views.photo_download, name="photo_download"),
+]

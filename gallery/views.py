@@ -1,0 +1,173 @@
+"""Attendee pages. Each view: access check, form, service call, render or redirect.
+
+No view detects or matches faces: the selfie view stores the image and queues
+a job, and the attendee's page shows the job's progress until it is done.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.files.storage import FileSystemStorage
+from django.db.models.fields.files import FieldFile
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from gallery import access, services
+from gallery.forms import CodeForm, SelfieForm
+from gallery.models import Photo, Selfie
+from matching.images import ImageProblem
+
+logger = logging.getLogger("trouvaille.web")
+
+STATUS_STATES = {
+    Selfie.State.PENDING: "pending",
+    Selfie.State.MATCHING: "matching",
+    Selfie.State.DONE: "done",
+    Selfie.State.FAILED: "failed",
+}
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    # Events are reached by their link; there is deliberately no public list.
+    return render(request, "gallery/home.html")
+
+
+def event(request: HttpRequest, slug: str) -> HttpResponse:
+    event = access.event_for_attendee(request, slug)
+    if not access.event_is_unlocked(request, event):
+        form = CodeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            if services.code_matches(event=event, code=form.cleaned_data["code"]):
+                access.event_unlock(request, event)
+                return redirect("gallery:event", slug=event.slug)
+            form.add_error("code", "That code is not right. Check the invitation and try again.")
+        return render(request, "gallery/code.html", {"event": event, "form": form}, status=400 if form.errors else 200)
+    selfie = access.selfie_for_attendee(request, event)
+    return render(request, "gallery/event.html", {"event": event, "form": SelfieForm(), "selfie": selfie})
+
+
+@require_POST
+def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    form = SelfieForm(request.POST, request.FILES)
+    if form.is_valid():
+        previous = access.selfie_for_attendee(request, event)
+        try:
+            selfie = services.selfie_create(event=event, upload=form.cleaned_data["image"], consent=True)
+        except ImageProblem as exc:
+            form.add_error("image", str(exc))
+        else:
+            if previous is not None:
+                services.selfie_delete(selfie=previous)
+            access.selfie_remember(request, selfie)
+            return redirect("gallery:me", slug=event.slug)
+    context = {"event": event, "form": form, "selfie": access.selfie_for_attendee(request, event)}
+    return render(request, "gallery/event.html", context, status=400)
+
+
+def _pending_photos(selfie: Selfie) -> int:
+    return Photo.objects.filter(
+        event_id=selfie.event_id, index_state__in=[Photo.State.PENDING, Photo.State.PROCESSING]
+    ).count()
+
+
+@never_cache
+def me(request: HttpRequest, slug: str) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    selfie = access.selfie_for_attendee(request, event)
+    if selfie is None:
+        return redirect("gallery:event", slug=event.slug)
+    photos = Photo.objects.filter(matches__selfie=selfie).order_by("taken_at", "original_name", "id")
+    pending_photos = _pending_photos(selfie)
+    working = selfie.match_state in (Selfie.State.PENDING, Selfie.State.MATCHING)
+    context = {
+        "event": event,
+        "selfie": selfie,
+        "photos": photos,
+        "working": working,
+        "pending_photos": pending_photos,
+        # Refresh while matching runs, and while new photos are still being indexed.
+        "refresh_seconds": 2 if working else (15 if pending_photos else 0),
+    }
+    return render(request, "gallery/me.html", context)
+
+
+@never_cache
+@require_GET
+def me_status(request: HttpRequest, slug: str) -> JsonResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    selfie = access.selfie_for_attendee(request, event)
+    if selfie is None:
+        raise Http404("No selfie.")
+    return JsonResponse(
+        {
+            "state": STATUS_STATES[selfie.match_state],
+            "matches": selfie.matches.count(),
+            "pending_photos": _pending_photos(selfie),
+            "error": selfie.match_error if selfie.match_state == Selfie.State.FAILED else "",
+        }
+    )
+
+
+@require_POST
+def me_forget(request: HttpRequest, slug: str) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    selfie = access.selfie_for_attendee(request, event)
+    if selfie is not None:
+        services.selfie_delete(selfie=selfie)
+    access.selfie_forget(request, event)
+    return redirect("gallery:event", slug=event.slug)
+
+
+def _serve(file: FieldFile, *, download_name: str | None = None) -> HttpResponse:
+    """Local files stream through here; object storage answers a presigned redirect."""
+    if not file:
+        raise Http404("Not ready yet.")
+    if isinstance(file.storage, FileSystemStorage):
+        response: HttpResponse = FileResponse(
+            file.open("rb"), as_attachment=bool(download_name), filename=download_name or ""
+        )
+        response["Content-Type"] = "image/jpeg"
+    else:
+        parameters = {"ResponseContentDisposition": f'attachment; filename="{download_name}"'} if download_name else {}
+        response = HttpResponseRedirect(file.storage.url(file.name, parameters=parameters))
+    response["Cache-Control"] = "private, max-age=300"
+    return response
+
+
+def _download_name(photo: Photo) -> str:
+    stem = photo.original_name.rsplit(".", 1)[0] or f"photo-{photo.pk}"
+    return f"{stem}.jpg"
+
+
+@require_GET
+def photo_thumbnail(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    return _serve(access.matched_photo_for_attendee(request, event, photo_id).thumbnail)
+
+
+@require_GET
+def photo_view(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    return _serve(access.matched_photo_for_attendee(request, event, photo_id).display)
+
+
+@require_GET
+def photo_download(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    photo = access.matched_photo_for_attendee(request, event, photo_id)
+    return _serve(photo.display, download_name=_download_name(photo))
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Are the database, the job broker and media storage reachable? No secrets, no auth."""
+    from gallery.health import checks
+
+    results = checks()
+    healthy = all(result == "ok" for result in results.values())
+    return JsonResponse({"status": "ok" if healthy else "error", "checks": results}, status=200 if healthy else 503)

@@ -1,0 +1,26 @@
+"""A deterministic stand-in engine for plumbing tests where real faces do not matter.
+
+Every image that is not almost black has exactly one "face" covering its centre,
+whose embedding is derived from the image's average colour: two images of the
+same colour match, different colours do not. Never available in production.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageStat
+
+from matching.engines.base import EmbeddingEngine, FoundFace
+
+
+class FakeEngine(EmbeddingEngine):
+    name = "fake"
+
+    def detect(self, image: Image.Image) -> list[FoundFace]:
+        mean = np.array(ImageStat.Stat(image.convert("RGB")).mean, dtype=np.float32) / 255.0
+        if mean.sum() < 0.05:
+            return []
+        embedding = np.zeros(128, dtype=np.float32)
+        embedding[:3] = mean * 2
+        w, h = image.size
+        return [FoundFace(left=w // 4, top=h // 4, width=w // 2, height=h // 2, embedding=embedding)]

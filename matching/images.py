@@ -1,0 +1,90 @@
+"""Opening untrusted images safely, and writing the copies we serve."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import IO
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats we accept from organizers and attendees; anything else is refused
+# before PIL's less common (and less hardened) decoders ever see it.
+ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "MPO", "TIFF", "BMP", "GIF"}
+
+
+class ImageProblem(ValueError):
+    """An image we cannot use; the message is shown to people as it is."""
+
+
+def _limit_pixels() -> None:
+    # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; we want one
+    # clear refusal at our own limit.
+    Image.MAX_IMAGE_PIXELS = settings.PHOTO_MAX_PIXELS
+
+
+def identify(fileobj: IO[bytes]) -> Image.Image:
+    """Read the header only: format and size. Raises ImageProblem."""
+    _limit_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(fileobj)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageProblem("This file is not an image we can read (JPEG, PNG, WebP, TIFF, GIF or BMP).") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageProblem(f"This image is too large (more than {settings.PHOTO_MAX_PIXELS:,} pixels).") from exc
+    if image.format not in ACCEPTED_FORMATS:
+        raise ImageProblem(f"{image.format} images are not supported; use JPEG, PNG or WebP.")
+    if image.width * image.height > settings.PHOTO_MAX_PIXELS:
+        raise ImageProblem(f"This image is too large (more than {settings.PHOTO_MAX_PIXELS:,} pixels).")
+    return image
+
+
+def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0) -> Image.Image:
+    """Decode the whole image, upright (EXIF orientation applied), as RGB.
+
+    With draft_side, a JPEG is decoded at a reduced scale (DCT scaling) no
+    smaller than that: much faster when only a small copy is needed.
+    """
+    image = identify(fileobj)
+    try:
+        if draft_side and image.format == "JPEG":
+            image.draft("RGB", (draft_side, draft_side))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageProblem("The image data is corrupt or truncated.") from exc
+    if image.mode != "RGB":
+        # Transparent pixels become white rather than black.
+        if image.mode in ("RGBA", "LA", "P", "PA"):
+            image = image.convert("RGBA")
+            background = Image.new("RGB", image.size, "white")
+            background.paste(image, mask=image.getchannel("A"))
+            image = background
+        else:
+            image = image.convert("RGB")
+    return image
+
+
+def jpeg_file(image: Image.Image, *, max_side: int, quality: int = 88) -> ContentFile:
+    """A JPEG copy no larger than max_side, with no EXIF, GPS or other metadata."""
+    copy = image.copy()
+    if max_side and max(copy.size) > max_side:
+        copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    # Saving without exif=/icc_profile= writes no metadata at all.
+    copy.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=True)
+    return ContentFile(buffer.getvalue())
+
+
+def exif_datetime(image: Image.Image) -> str | None:
+    """The capture time as written in EXIF ("YYYY:MM:DD HH:MM:SS"), if any."""
+    try:
+        exif = image.getexif()
+        value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, DateTime
+    except Exception:  # noqa: BLE001 - broken EXIF must never block an import
+        return None
+    return str(value).strip("\x00 ") if value else None

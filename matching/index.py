@@ -1,0 +1,96 @@
+"""Nearest-face search over stored embeddings, one numpy matrix per event.
+
+A selfie is compared with every indexed face of its event in one vectorised
+distance computation. The matrix is cached per worker process and rebuilt when
+the event's set of faces changes (face ids only grow, so count + max id is a
+cheap, exact change signal).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from threading import Lock
+from typing import TYPE_CHECKING
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max
+
+from gallery.models import Face, Photo, Selfie
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+_CACHE_EVENTS = 8
+_cache: OrderedDict[tuple[int, str], tuple[tuple[int, int | None], NDArray[np.int64], NDArray[np.float32]]] = (
+    OrderedDict()
+)
+_cache_lock = Lock()
+
+
+def _event_faces(event_id: int, engine: str):
+    return Face.objects.filter(
+        photo__event_id=event_id, photo__index_state=Photo.State.INDEXED, engine=engine
+    ).exclude(embedding=b"")
+
+
+def event_matrix(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """(photo id per face, faces x dims matrix) for the event's indexed faces."""
+    faces = _event_faces(event_id, engine)
+    version = tuple(faces.aggregate(n=Count("id"), last=Max("id")).values())
+    key = (event_id, engine)
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached and cached[0] == version:
+            _cache.move_to_end(key)
+            return cached[1], cached[2]
+    rows = list(faces.values_list("photo_id", "embedding"))
+    photo_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    matrix = (
+        np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+        if rows
+        else np.empty((0, 128), dtype=np.float32)
+    )
+    with _cache_lock:
+        _cache[key] = (version, photo_ids, matrix)
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_EVENTS:
+            _cache.popitem(last=False)
+    return photo_ids, matrix
+
+
+def _best_per_key(keys: NDArray[np.int64], distances: NDArray[np.floating], tolerance: float) -> dict[int, float]:
+    """Smallest distance per key, for distances within tolerance."""
+    hits = distances <= tolerance
+    best: dict[int, float] = {}
+    # Only the hits are visited here, a handful per selfie.
+    for key, distance in zip(keys[hits].tolist(), distances[hits].tolist(), strict=True):
+        if key not in best or distance < best[key]:
+            best[key] = round(distance, 6)
+    return best
+
+
+def photos_near(*, event_id: int, engine: str, probe: np.ndarray, tolerance: float | None = None) -> dict[int, float]:
+    """Photo id -> best distance for every photo with a face near the probe."""
+    tolerance = settings.FACE_TOLERANCE if tolerance is None else tolerance
+    photo_ids, matrix = event_matrix(event_id, engine)
+    if not len(photo_ids):
+        return {}
+    distances = np.linalg.norm(matrix - probe.astype(np.float32), axis=1)
+    return _best_per_key(photo_ids, distances, tolerance)
+
+
+def selfies_near(*, photo: Photo, engine: str, tolerance: float | None = None) -> dict[int, float]:
+    """Selfie id -> best distance, for the event's enrolled selfies seen in this photo."""
+    tolerance = settings.FACE_TOLERANCE if tolerance is None else tolerance
+    faces = [np.frombuffer(e, dtype=np.float32) for e in photo.faces.filter(engine=engine).values_list("embedding", flat=True) if e]
+    selfies = list(
+        Selfie.objects.filter(event_id=photo.event_id, engine=engine).exclude(embedding=b"").values_list("id", "embedding")
+    )
+    if not faces or not selfies:
+        return {}
+    selfie_ids = np.array([row[0] for row in selfies], dtype=np.int64)
+    selfie_matrix = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in selfies])
+    # faces x selfies distances, then the best face for each selfie.
+    distances = np.linalg.norm(np.stack(faces)[:, None, :] - selfie_matrix[None, :, :], axis=2).min(axis=0)
+    return _best_per_key(selfie_ids, distances, tolerance)

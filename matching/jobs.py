@@ -1,0 +1,47 @@
+"""Queueing jobs on django-q2, always after the surrounding transaction commits.
+
+A job only carries ids; the database row it points at says whether there is
+work left, so a job that runs twice, late, or after a retry does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger("trouvaille.jobs")
+
+
+def enqueue(func: str, *args: object, group: str | None = None) -> None:
+    """Queue `func(*args)` once the current transaction commits (now if none)."""
+
+    def send() -> None:
+        # Read at call time (unlike django-q2's `sync`), so tests can switch it.
+        if settings.JOBS_SYNC:
+            import_string(func)(*args)
+            return
+        from django_q.tasks import async_task
+
+        async_task(func, *args, group=group, task_name=f"{func.rsplit('.', 1)[-1]}:{','.join(map(str, args))}")
+
+    transaction.on_commit(send)
+
+
+def enqueue_photo_index(photo_id: int, *, event_id: int) -> None:
+    enqueue("matching.tasks.photo_index_task", photo_id, group=f"event-{event_id}-index")
+
+
+def enqueue_selfie_match(selfie_id: int) -> None:
+    enqueue("matching.tasks.selfie_match_task", selfie_id, group="selfies")
+
+
+def enqueue_forget(event_id: int, external_ids: list[str]) -> None:
+    if external_ids:
+        enqueue("matching.tasks.faces_forget_task", event_id, external_ids, group="forget")
+
+
+def enqueue_forget_event(event_id: int) -> None:
+    enqueue("matching.tasks.event_forget_task", event_id, group="forget")

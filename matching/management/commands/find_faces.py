@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from gallery.models import Event
+from matching import services
+from matching.images import ImageProblem, load_rgb
+
+
+class Command(BaseCommand):
+    help = "List the photos of an event that show the largest face in IMAGE, best match first."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", help="The event's slug.")
+        parser.add_argument("image", type=Path, help="A photo of the person to look for.")
+        parser.add_argument("--tolerance", type=float, help="Largest distance that counts as a match (default FACE_TOLERANCE).")
+        parser.add_argument("--json", action="store_true", dest="as_json", help='Print a JSON list of {"photo", "distance"} objects.')
+
+    def handle(self, *args: object, slug: str, image: Path, tolerance: float | None, as_json: bool, **options: object) -> None:
+        event = Event.objects.filter(slug=slug).first()
+        if event is None:
+            raise CommandError(f"No event with the slug {slug!r}.")
+        if tolerance is not None and not 0 < tolerance <= 2:
+            raise CommandError("--tolerance must be between 0 and 2.")
+        try:
+            with image.open("rb") as handle:
+                picture = load_rgb(handle)
+        except FileNotFoundError as exc:
+            raise CommandError(f"No such file: {image}") from exc
+        except (ImageProblem, IsADirectoryError) as exc:
+            raise CommandError(f"{image}: {exc}") from exc
+        found = services.image_search(event=event, image=picture, tolerance=tolerance)
+        if as_json:
+            self.stdout.write(json.dumps([{"photo": p.original_name, "distance": round(d, 4)} for p, d in found], indent=2))
+            return
+        for photo, distance in found:
+            self.stdout.write(f"{photo.original_name}\t{distance:.4f}")
+        self.stderr.write(f"{len(found)} matching photo{'s' if len(found) != 1 else ''} in {event.slug}.")
+

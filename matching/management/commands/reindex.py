@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from gallery.models import Event
+from matching import services
+
+
+class Command(BaseCommand):
+    help = "Queue photos to be indexed again (one event or all; optionally only failed ones)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", nargs="?", help="The event's slug (default: every event).")
+        parser.add_argument("--failed", action="store_true", help="Only photos whose indexing failed.")
+
+    def handle(self, *args: object, slug: str | None, failed: bool, **options: object) -> None:
+        event = None
+        if slug:
+            event = Event.objects.filter(slug=slug).first()
+            if event is None:
+                raise CommandError(f"No event with the slug {slug!r}.")
+        count = services.event_reindex(event=event, failed_only=failed)
+        scope = f"event {slug}" if slug else "all events"
+        kind = "failed photos" if failed else "photos"
+        self.stdout.write(self.style.SUCCESS(f"Queued {count} {kind} of {scope} for indexing."))

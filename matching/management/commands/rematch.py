@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from gallery.models import Event
+from matching import services
+
+
+class Command(BaseCommand):
+    help = "Queue every selfie (of one event or all) to be matched again, e.g. after changing FACE_TOLERANCE."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", nargs="?", help="The event's slug (default: every event).")
+
+    def handle(self, *args: object, slug: str | None, **options: object) -> None:
+        event = None
+        if slug:
+            event = Event.objects.filter(slug=slug).first()
+            if event is None:
+                raise CommandError(f"No event with the slug {slug!r}.")
+        count = services.event_rematch(event=event)
+        self.stdout.write(self.style.SUCCESS(f"Queued {count} selfies of {f'event {slug}' if slug else 'all events'} for matching."))

@@ -1,0 +1,218 @@
+"""Indexing photos and matching selfies. Called by jobs and commands, never by a web request.
+
+Each job claims its row with a conditional update (pending -> processing), so
+two workers never index the same photo, and a job that finds nothing to claim
+returns without touching anything. A claim older than the cluster's retry time
+is considered abandoned (the worker died) and may be taken again.
+
+Re-matching needs no extra job: a photo job commits its faces first and then
+compares them with the event's enrolled selfies; a selfie job commits its
+embedding first and then compares it with the event's indexed faces. Whichever
+commits second sees the other's row, so no pair is missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from PIL import Image
+
+from gallery.models import Event, Face, Match, Photo, Selfie
+from matching import jobs
+from matching.engines import get_engine
+from matching.images import ImageProblem, jpeg_file, load_rgb
+
+logger = logging.getLogger("trouvaille.matching")
+
+NO_FACE_MESSAGE = "We could not find a face in your selfie. Please take another one facing the camera, in good light."
+
+
+def _stale_before() -> timezone.datetime:
+    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"])
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, ImageProblem):
+        return str(exc)
+    return f"Unexpected error: {type(exc).__name__}: {exc}"[:2000]
+
+
+# --- Photos -------------------------------------------------------------------
+
+
+def photo_index(*, photo_id: int) -> str:
+    """Find and store the faces of one photo, then match it against the event's selfies."""
+    claimed = (
+        Photo.objects.filter(pk=photo_id)
+        .filter(
+            Q(index_state=Photo.State.PENDING)
+            | Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
+        )
+        .update(index_state=Photo.State.PROCESSING, claimed_at=timezone.now(), index_error="")
+    )
+    if not claimed:
+        return "skipped"
+    photo = Photo.objects.select_related("event").get(pk=photo_id)
+    engine = get_engine()
+    try:
+        with photo.original.open("rb") as original:
+            image = load_rgb(original)
+        _photo_derivatives_make(photo=photo, image=image)
+        found = engine.index_photo(photo=photo, image=image)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the photo
+        if not isinstance(exc, ImageProblem):
+            logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
+        Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
+            index_state=Photo.State.FAILED, index_error=_explain(exc), claimed_at=None
+        )
+        return "failed"
+
+    replaced: list[str] = []
+    with transaction.atomic():
+        updated = Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
+            index_state=Photo.State.INDEXED,
+            face_count=len(found),
+            width=image.width,
+            height=image.height,
+            indexed_at=timezone.now(),
+            claimed_at=None,
+        )
+        if not updated:
+            # Reset (reindex) or deleted while we worked: a newer job owns it.
+            return "superseded"
+        replaced = list(photo.faces.exclude(external_id="").values_list("external_id", flat=True))
+        photo.faces.all().delete()
+        Face.objects.bulk_create(
+            Face(
+                photo=photo,
+                left=face.left,
+                top=face.top,
+                width=face.width,
+                height=face.height,
+                embedding=face.embedding.tobytes() if face.embedding is not None else b"",
+                engine=engine.name,
+                external_id=face.external_id,
+            )
+            for face in found
+        )
+    kept = {face.external_id for face in found}
+    jobs.enqueue_forget(photo.event_id, [face_id for face_id in replaced if face_id not in kept])
+    photo_match(photo=photo)
+    return "indexed"
+
+
+def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> None:
+    """The served copies: EXIF-free, upright. Made once; reindexing keeps them."""
+    if not photo.display:
+        photo.display.save(f"{photo.content_hash}-display.jpg", jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE), save=False)
+    if not photo.thumbnail:
+        photo.thumbnail.save(
+            f"{photo.content_hash}-thumb.jpg", jpeg_file(image, max_side=settings.THUMBNAIL_SIDE, quality=80), save=False
+        )
+    # Recorded at once, so a later failure never leaves unreferenced files behind.
+    Photo.objects.filter(pk=photo.pk).update(display=photo.display.name, thumbnail=photo.thumbnail.name)
+
+
+def photo_match(*, photo: Photo) -> int:
+    """Re-matching: record this photo for every enrolled selfie of its event that it shows."""
+    found = get_engine().match_photo(photo=photo)
+    with transaction.atomic():
+        Match.objects.filter(photo=photo).exclude(selfie_id__in=found).delete()
+        _matches_upsert([Match(selfie_id=selfie_id, photo=photo, distance=d) for selfie_id, d in found.items()])
+    return len(found)
+
+
+def _matches_upsert(matches: list[Match]) -> None:
+    Match.objects.bulk_create(
+        matches, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
+    )
+
+
+def event_reindex(*, event: Event | None = None, failed_only: bool = False) -> int:
+    """Queue photos for indexing again (all, or only the failed ones). Returns how many."""
+    photos = Photo.objects.all() if event is None else event.photos.all()
+    photos = photos.filter(index_state=Photo.State.FAILED) if failed_only else photos
+    return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
+
+
+def photos_reindex(*, photo_ids: list[int]) -> int:
+    """Reset photos to pending and queue their index jobs. Faces are replaced, not added."""
+    with transaction.atomic():
+        rows = list(Photo.objects.filter(id__in=photo_ids).values_list("id", "event_id"))
+        Photo.objects.filter(id__in=photo_ids).update(index_state=Photo.State.PENDING, index_error="", claimed_at=None)
+        for photo_id, event_id in rows:
+            jobs.enqueue_photo_index(photo_id, event_id=event_id)
+    return len(rows)
+
+
+# --- Selfies ------------------------------------------------------------------
+
+
+def selfie_match(*, selfie_id: int) -> str:
+    """Find the selfie's face (once) and record every photo of the event that shows it."""
+    claimed = (
+        Selfie.objects.filter(pk=selfie_id)
+        .filter(
+            Q(match_state=Selfie.State.PENDING)
+            | Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
+        )
+        .update(match_state=Selfie.State.MATCHING, claimed_at=timezone.now(), match_error="")
+    )
+    if not claimed:
+        return "skipped"
+    selfie = Selfie.objects.get(pk=selfie_id)
+    engine = get_engine()
+    try:
+        if selfie.engine != engine.name or not (selfie.embedding or selfie.external_id):
+            with selfie.image.open("rb") as stored:
+                image = load_rgb(stored)
+            face = engine.enroll_selfie(selfie=selfie, image=image)
+            if face is None:
+                raise ImageProblem(NO_FACE_MESSAGE)
+            selfie.embedding = face.embedding.tobytes() if face.embedding is not None else b""
+            selfie.external_id = face.external_id
+            selfie.engine = engine.name
+            # Committed before searching, so concurrent photo jobs can see it.
+            Selfie.objects.filter(pk=selfie_id).update(
+                embedding=selfie.embedding, external_id=selfie.external_id, engine=selfie.engine
+            )
+        found = engine.match_selfie(selfie=selfie)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the selfie
+        if not isinstance(exc, ImageProblem):
+            logger.exception("matching selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
+        Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
+            match_state=Selfie.State.FAILED, match_error=_explain(exc), claimed_at=None
+        )
+        return "failed"
+    with transaction.atomic():
+        updated = Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
+            match_state=Selfie.State.DONE, matched_at=timezone.now(), claimed_at=None
+        )
+        if not updated:
+            return "superseded"
+        Match.objects.filter(selfie_id=selfie_id).exclude(photo_id__in=found).delete()
+        _matches_upsert([Match(selfie_id=selfie_id, photo_id=photo_id, distance=d) for photo_id, d in found.items()])
+    return "done"
+
+
+def event_rematch(*, event: Event | None = None) -> int:
+    """Queue every selfie (of one event, or all) to be matched again. Returns how many."""
+    selfies = Selfie.objects.all() if event is None else event.selfies.all()
+    with transaction.atomic():
+        ids = list(selfies.values_list("id", flat=True))
+        Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)
+        for selfie_id in ids:
+            jobs.enqueue_selfie_match(selfie_id)
+    return len(ids)
+
+
+def image_search(*, event: Event, image: Image.Image, tolerance: float | None = None) -> list[tuple[Photo, float]]:
+    """Photos of the event showing the largest face in the image, best first."""
+    found = get_engine().search_image(event=event, image=image, tolerance=tolerance)
+    photos = Photo.objects.in_bulk(list(found))
+    return sorted(((photos[pk], d) for pk, d in found.items() if pk in photos), key=lambda item: item[1])
