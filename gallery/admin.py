@@ -98,7 +98,7 @@ class EventAdmin(admin.ModelAdmin):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
-        form = PhotoUploadForm(request.POST or None, request.FILES or None)
+        form = PhotoUploadForm(request.POST, request.FILES) if request.method == "POST" else PhotoUploadForm()
         if request.method == "POST" and form.is_valid():
             summary = services.ImportSummary()
             for upload in form.cleaned_data["files"] + form.cleaned_data["folder"]:

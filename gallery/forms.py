@@ -37,8 +37,10 @@ class MultipleFileField(forms.FileField):
     widget = MultipleFileInput
 
     def clean(self, data, initial=None):
+        # Each file is judged by the import service, so one empty or broken
+        # file is reported on its own instead of failing the whole batch.
         files = data if isinstance(data, list | tuple) else ([data] if data else [])
-        return [super(MultipleFileField, self).clean(item, initial) for item in files]
+        return [item for item in files if item is not None]
 
 
 class PhotoUploadForm(forms.Form):

@@ -38,7 +38,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def event(request: HttpRequest, slug: str) -> HttpResponse:
     event = access.event_for_attendee(request, slug)
     if not access.event_is_unlocked(request, event):
-        form = CodeForm(request.POST or None)
+        form = CodeForm(request.POST) if request.method == "POST" else CodeForm()
         if request.method == "POST" and form.is_valid():
             if services.code_matches(event=event, code=form.cleaned_data["code"]):
                 access.event_unlock(request, event)

@@ -8,7 +8,7 @@ from typing import IO
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Formats we accept from organizers and attendees; anything else is refused
 # before PIL's less common (and less hardened) decoders ever see it.
@@ -49,6 +49,9 @@ def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0) -> Image.Image:
     With draft_side, a JPEG is decoded at a reduced scale (DCT scaling) no
     smaller than that: much faster when only a small copy is needed.
     """
+    # face_recognition sets this to True on import, which silently turns a
+    # truncated upload into a grey-padded picture; we want the error instead.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     image = identify(fileobj)
     try:
         if draft_side and image.format == "JPEG":

@@ -1,0 +1,210 @@
+"""The attendee's way through: code, consent, selfie, status, gallery, downloads, forgetting."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from PIL import Image
+
+from gallery import services
+from gallery.models import Event, Match, Photo, Selfie
+from tests.conftest import corrupt_jpeg, jpeg_bytes, upload
+
+pytestmark = pytest.mark.django_db
+
+RED, BLUE = (200, 40, 40), (40, 40, 200)
+
+
+@pytest.fixture
+def photos(event, run_jobs) -> dict[str, Photo]:
+    """Three indexed photos: two of the 'red' attendee, one of the 'blue' one (fake engine)."""
+    with run_jobs():
+        for name, color, width in (("red1.jpg", RED, 80), ("red2.jpg", RED, 81), ("blue.jpg", BLUE, 80)):
+            services.photo_import(event=event, name=name, fileobj=io.BytesIO(jpeg_bytes(color, size=(width, 60))))
+    return {photo.original_name: photo for photo in Photo.objects.all()}
+
+
+def post_selfie(client: Client, event: Event, data: bytes | None = None, consent: bool = True, name="me.jpg"):
+    payload = {"image": upload(name, data if data is not None else jpeg_bytes(RED))}
+    if consent:
+        payload["consent"] = "on"
+    return client.post(reverse("gallery:selfie_upload", args=[event.slug]), payload)
+
+
+def test_selfie_finds_own_photos_and_page_shows_them(client, event, photos, run_jobs):
+    page = client.get(reverse("gallery:event", args=[event.slug]))
+    assert page.status_code == 200 and b"biometric" in page.content
+    with run_jobs():
+        response = post_selfie(client, event)
+    assert response.status_code == 302 and response["Location"] == reverse("gallery:me", args=[event.slug])
+    me = client.get(response["Location"])
+    assert me.status_code == 200
+    assert b"We found you in 2 photos" in me.content
+    for name in ("red1.jpg", "red2.jpg"):
+        thumb = client.get(reverse("gallery:photo_thumbnail", args=[event.slug, photos[name].pk]))
+        assert thumb.status_code == 200 and thumb["Content-Type"] == "image/jpeg"
+    download = client.get(reverse("gallery:photo_download", args=[event.slug, photos["red1.jpg"].pk]))
+    assert download.status_code == 200 and 'filename="red1.jpg"' in download["Content-Disposition"]
+    assert client.get(reverse("gallery:me_status", args=[event.slug])).json() == {
+        "state": "done",
+        "matches": 2,
+        "pending_photos": 0,
+        "error": "",
+    }
+
+
+def test_selfie_post_answers_before_any_face_work(client, event, photos, monkeypatch, django_capture_on_commit_callbacks):
+    import matching.engines
+
+    def no_engine_in_requests(*args, **kwargs):
+        raise AssertionError("the web request must not load or run a face engine")
+
+    monkeypatch.setattr(matching.engines, "get_engine", no_engine_in_requests)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = post_selfie(client, event)
+    assert response.status_code == 302
+    selfie = Selfie.objects.get()
+    assert selfie.match_state == Selfie.State.PENDING and not selfie.embedding and not selfie.matches.exists()
+    assert len(queued) == 1  # the matching job, sent only after commit
+    me = client.get(reverse("gallery:me", args=[event.slug]))
+    assert b"Looking for you" in me.content and b'http-equiv="refresh"' in me.content
+    assert client.get(reverse("gallery:me_status", args=[event.slug])).json()["state"] == "pending"
+
+    monkeypatch.undo()
+    queued[0]()  # the job runs (inline here, in the qcluster in production)
+    selfie.refresh_from_db()
+    assert selfie.match_state == Selfie.State.DONE and selfie.matches.count() == 2
+
+
+def test_selfie_is_stored_small_and_without_metadata(client, event, run_jobs):
+    exif = Image.Exif()
+    exif[0x010F] = "SpyCam"  # Make
+    with run_jobs():
+        post_selfie(client, event, jpeg_bytes(RED, size=(3000, 2000), exif=exif.tobytes()))
+    selfie = Selfie.objects.get()
+    with selfie.image.open("rb") as handle:
+        stored = Image.open(handle)
+        assert max(stored.size) == 1024
+        assert not stored.getexif()
+
+
+@pytest.mark.parametrize(
+    ("data", "consent", "message"),
+    [
+        (corrupt_jpeg(), True, b"corrupt or truncated"),
+        (b"%PDF-1.4 not a photo", True, b"not an image we can read"),
+        (b"", True, b"That file is empty"),
+        (jpeg_bytes(RED), False, b"Please agree"),
+    ],
+    ids=["corrupt", "not-an-image", "empty", "no-consent"],
+)
+def test_bad_selfies_get_a_clear_message_and_store_nothing(client, event, data, consent, message):
+    response = post_selfie(client, event, data, consent=consent)
+    assert response.status_code == 400
+    assert message in response.content
+    assert not Selfie.objects.exists()
+
+
+def test_selfie_without_a_face_is_a_recorded_failure(client, event, run_jobs):
+    with run_jobs():
+        post_selfie(client, event, jpeg_bytes((0, 0, 0)))  # the fake engine sees no face in black
+    me = client.get(reverse("gallery:me", args=[event.slug]))
+    assert b"could not find a face" in me.content and b"Take another selfie" in me.content
+    assert client.get(reverse("gallery:me_status", args=[event.slug])).json()["state"] == "failed"
+
+
+def test_new_selfie_replaces_the_old_one(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)
+        post_selfie(client, event, jpeg_bytes(BLUE))
+    selfie = Selfie.objects.get()
+    assert list(selfie.matches.values_list("photo__original_name", flat=True)) == ["blue.jpg"]
+
+
+def test_attendee_can_delete_their_selfie(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)
+    image_name = Selfie.objects.get().image.name
+    with run_jobs():
+        response = client.post(reverse("gallery:me_forget", args=[event.slug]))
+    assert response.status_code == 302
+    assert not Selfie.objects.exists() and not Match.objects.exists()
+    from django.core.files.storage import default_storage
+
+    assert not default_storage.exists(image_name)
+    assert client.get(reverse("gallery:me", args=[event.slug])).status_code == 302
+
+
+# --- Access: the wrong person gets nothing ------------------------------------------
+
+
+def test_another_attendee_never_sees_your_matches(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)
+    stranger = Client()
+    assert stranger.get(reverse("gallery:me", args=[event.slug])).status_code == 302
+    assert stranger.get(reverse("gallery:me_status", args=[event.slug])).status_code == 404
+    for view in ("photo_thumbnail", "photo_view", "photo_download"):
+        assert stranger.get(reverse(f"gallery:{view}", args=[event.slug, photos["red1.jpg"].pk])).status_code == 404
+    # With a selfie of their own, they see only their own photo.
+    with run_jobs():
+        post_selfie(stranger, event, jpeg_bytes(BLUE))
+    me = stranger.get(reverse("gallery:me", args=[event.slug]))
+    assert b"We found you in 1 photo." in me.content
+    assert stranger.get(reverse("gallery:photo_view", args=[event.slug, photos["red1.jpg"].pk])).status_code == 404
+    assert stranger.get(reverse("gallery:photo_view", args=[event.slug, photos["blue.jpg"].pk])).status_code == 200
+
+
+def test_a_selfie_only_opens_photos_of_its_own_event(client, event, photos, run_jobs):
+    other = Event.objects.create(name="Other", slug="other")
+    with run_jobs():
+        post_selfie(client, event)
+        services.photo_import(event=other, name="red-other.jpg", fileobj=io.BytesIO(jpeg_bytes(RED, size=(90, 60))))
+    other_photo = Photo.objects.get(event=other)
+    assert client.get(reverse("gallery:photo_view", args=[event.slug, other_photo.pk])).status_code == 404
+    assert client.get(reverse("gallery:photo_view", args=[other.slug, other_photo.pk])).status_code == 404
+
+
+def test_event_code_is_required_before_anything(client, event, photos, run_jobs):
+    event.access_code = "Sunset-42"
+    event.save()
+    page = client.get(reverse("gallery:event", args=[event.slug]))
+    assert b"Enter the code" in page.content and b"biometric" not in page.content
+    assert post_selfie(client, event).status_code == 404
+    assert client.get(reverse("gallery:me", args=[event.slug])).status_code == 404
+    wrong = client.post(reverse("gallery:event", args=[event.slug]), {"code": "nope"})
+    assert wrong.status_code == 400 and b"not right" in wrong.content
+    right = client.post(reverse("gallery:event", args=[event.slug]), {"code": " sunset-42 "})
+    assert right.status_code == 302
+    with run_jobs():
+        assert post_selfie(client, event).status_code == 302
+
+
+def test_unpublished_and_unknown_events_are_404(client, event, admin_client):
+    event.published = False
+    event.save()
+    assert client.get(reverse("gallery:event", args=[event.slug])).status_code == 404
+    assert post_selfie(client, event).status_code == 404
+    assert client.get(reverse("gallery:event", args=["nope"])).status_code == 404
+    assert admin_client.get(reverse("gallery:event", args=[event.slug])).status_code == 200  # staff preview
+
+
+def test_photos_of_a_failed_or_unmatched_state_are_not_served(client, event, run_jobs):
+    with run_jobs():
+        services.photo_import(event=event, name="broken.jpg", fileobj=io.BytesIO(corrupt_jpeg()))
+        post_selfie(client, event)
+    photo = Photo.objects.get()
+    assert photo.index_state == Photo.State.FAILED
+    assert client.get(reverse("gallery:photo_view", args=[event.slug, photo.pk])).status_code == 404
+
+
+def test_wrong_methods_are_refused(client, event):
+    assert client.get(reverse("gallery:selfie_upload", args=[event.slug])).status_code == 405
+    assert client.get(reverse("gallery:me_forget", args=[event.slug])).status_code == 405
+
+
+def test_home_page(client):
+    assert client.get("/").status_code == 200

@@ -1,0 +1,170 @@
+"""Real dlib on real photos: each attendee finds exactly their photos, nobody else's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from PIL import Image
+
+from gallery import services
+from gallery.models import Face, Match, Photo, Selfie
+from matching.engines import get_engine
+from tests.conftest import LABELS, PEOPLE, SAMPLES, files_with, sample, upload
+
+pytestmark = [pytest.mark.django_db, pytest.mark.dlib]
+
+# One photo per person to take the selfie from.
+SELFIES = {
+    "alex_lacamoire": "people/alex_lacamoire/alex1.jpg",
+    "biden": "people/biden/biden2.jpg",
+    "kit_harington": "people/kit_harington/kit2.jpg",
+    "lin_manuel_miranda": "people/lin_manuel_miranda/lin1.png",
+    "obama": "people/obama/obama2.jpg",
+    "rose_leslie": "people/rose_leslie/rose1.jpg",
+}
+
+
+def _child_crop() -> bytes:
+    """The unknown child in the background of obama_and_biden.jpg, as a selfie."""
+    image = Image.open(sample("groups/obama_and_biden.jpg")).convert("RGB")
+    faces = get_engine("dlib").detect(image)
+    child = min(faces, key=lambda face: face.area)  # the two adults are much closer
+    margin = child.width
+    box = (child.left - margin, child.top - margin, child.left + child.width + margin, child.top + child.height + margin)
+    import io
+
+    buffer = io.BytesIO()
+    image.crop(box).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _selfie(client, event, data, name="selfie.jpg"):
+    response = client.post(
+        reverse("gallery:selfie_upload", args=[event.slug]), {"image": upload(name, data), "consent": "on"}
+    )
+    assert response.status_code == 302, response.content
+    return Selfie.objects.get(token=client.session[f"selfie:{event.pk}"])
+
+
+def test_every_person_finds_exactly_their_photos(dlib_engine, event, run_jobs, client):
+    with run_jobs():
+        summary = services.paths_import(event=event, paths=[SAMPLES / "people", SAMPLES / "groups", SAMPLES / "edge"])
+    assert len(summary.created) == len(LABELS) and not summary.rejected
+    for photo in Photo.objects.all():
+        relative = str(Path(photo.original_name))
+        entry = next(v for k, v in LABELS.items() if Path(k).name == relative)
+        assert photo.index_state == Photo.State.INDEXED, (photo, photo.index_error)
+        assert photo.face_count == len(entry["people"]) + entry["unknown_faces"], photo
+
+    selfies = {}
+    for person in PEOPLE:
+        attendee = client.__class__()
+        with run_jobs():
+            selfies[person] = _selfie(attendee, event, sample(SELFIES[person]).read_bytes())
+        selfie = selfies[person]
+        selfie.refresh_from_db()
+        assert selfie.match_state == Selfie.State.DONE
+        found = set(Photo.objects.filter(matches__selfie=selfie).values_list("original_name", flat=True))
+        assert found == files_with(person), person
+        page = attendee.get(reverse("gallery:me", args=[event.slug]))
+        assert page.status_code == 200
+        assert page.content.count(b'class="download"') == len(found)
+
+    # The child is nobody's match: its face is far from every attendee's selfie...
+    group = Photo.objects.get(original_name="obama_and_biden.jpg")
+    child_face = min(group.faces.all(), key=lambda face: face.width * face.height)
+    selfie_vectors = np.stack([s.vector() for s in Selfie.objects.all()])
+    assert np.linalg.norm(selfie_vectors - child_face.vector(), axis=1).min() > 0.6
+    # ...and the child's own selfie finds only the photo the child is in.
+    with run_jobs():
+        child = _selfie(client.__class__(), event, _child_crop())
+    assert set(child.matches.values_list("photo__original_name", flat=True)) == {"obama_and_biden.jpg"}
+
+
+def test_rematching_finds_photos_imported_after_the_selfie(dlib_engine, event, run_jobs, client):
+    with run_jobs():
+        selfie = _selfie(client, event, sample("people/biden/biden.jpg").read_bytes())
+    selfie.refresh_from_db()
+    assert selfie.match_state == Selfie.State.DONE and selfie.matches.count() == 0
+
+    # Photos arrive later; the attendee does nothing.
+    with run_jobs():
+        services.paths_import(
+            event=event,
+            paths=[sample("groups/two_people.jpg"), sample("people/biden/biden2.jpg"), sample("people/kit_harington/kit1.jpg")],
+        )
+    assert set(selfie.matches.values_list("photo__original_name", flat=True)) == {"two_people.jpg", "biden2.jpg"}
+    status = client.get(reverse("gallery:me_status", args=[event.slug])).json()
+    assert status["state"] == "done" and status["matches"] == 2
+
+
+def test_a_face_of_2_5_percent_of_a_4000px_photo_is_found(dlib_engine):
+    source = Image.open(sample("people/obama/obama.jpg")).convert("RGB")
+    face = get_engine("dlib").detect(source)[0]
+    scale = 100 / face.width
+    margin = int(face.width * 0.6)
+    crop = source.crop((face.left - margin, face.top - margin, face.left + face.width + margin, face.top + face.height + margin))
+    small = crop.resize((round(crop.width * scale), round(crop.height * scale)))
+    canvas = Image.new("RGB", (4000, 3000), (120, 130, 140))
+    canvas.paste(small, (2500, 1200))
+    found = get_engine("dlib").detect(canvas)
+    assert len(found) == 1
+    assert abs(found[0].left - (2500 + margin * scale)) < 40 and 70 < found[0].width < 140
+
+
+def test_idempotent_import_reindex_and_rematch(dlib_engine, event, run_jobs, client, capsys):
+    from django.core.management import call_command
+
+    paths = [str(sample("groups/two_people.jpg")), str(sample("people/obama/obama-240p.jpg"))]
+    with run_jobs():
+        call_command("import_photos", event.slug, *paths)
+        _selfie(client, event, sample("people/obama/obama2.jpg").read_bytes())
+
+    def counts() -> tuple[int, int, int]:
+        return Photo.objects.count(), Face.objects.count(), Match.objects.count()
+
+    before = counts()
+    assert before == (2, 3, 2)
+    with run_jobs():
+        call_command("import_photos", event.slug, *paths)
+    assert "0 imported, 2 duplicates skipped" in capsys.readouterr().out
+    assert counts() == before
+    with run_jobs():
+        call_command("reindex", event.slug)
+    assert counts() == before
+    assert set(Photo.objects.values_list("index_state", flat=True)) == {Photo.State.INDEXED}
+    with run_jobs():
+        call_command("rematch", event.slug)
+    assert counts() == before
+    # Running a job again by hand (a duplicate delivery) changes nothing either.
+    from matching import services as matching_services
+
+    photo = Photo.objects.first()
+    assert matching_services.photo_index(photo_id=photo.pk) == "skipped"
+    assert counts() == before
+
+
+def test_find_faces_lists_matching_photos_best_first(dlib_engine, event, run_jobs, capsys):
+    import json
+
+    from django.core.management import call_command
+
+    with run_jobs():
+        services.paths_import(event=event, paths=[SAMPLES / "people" / "biden", SAMPLES / "groups"])
+    capsys.readouterr()
+    call_command("find_faces", event.slug, str(sample("people/biden/biden.jpg")))
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [line.split("\t")[0] for line in lines]
+    assert set(names) == {"biden.jpg", "biden2.jpg", "two_people.jpg", "obama_and_biden.jpg"}
+    assert names[0] == "biden.jpg"  # the same picture is the best match
+    distances = [float(line.split("\t")[1]) for line in lines]
+    assert distances == sorted(distances)
+
+    call_command("find_faces", event.slug, str(sample("people/biden/biden.jpg")), "--json", "--tolerance", "0.2")
+    result = json.loads(capsys.readouterr().out)
+    assert [item["photo"] for item in result] == ["biden.jpg", "two_people.jpg"]
+    assert all(set(item) == {"photo", "distance"} for item in result)
+

@@ -1,0 +1,245 @@
+"""Imports from files, folders and zip archives, through the command and the admin; bad input."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from gallery import services
+from gallery.models import Event, Photo
+from tests.conftest import corrupt_jpeg, jpeg_bytes, upload
+
+pytestmark = pytest.mark.django_db
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    """Good photos next to a corrupt one, a text file and an empty file."""
+    folder = tmp_path / "shoot"
+    (folder / "day2").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(jpeg_bytes((200, 0, 0)))
+    (folder / "day2" / "b.png").write_bytes(_png((0, 200, 0)))
+    (folder / "corrupt.jpg").write_bytes(corrupt_jpeg())
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / ".hidden.jpg").write_bytes(jpeg_bytes((1, 2, 3)))
+    return folder
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (40, 40), (*color, 255)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_import_command_reports_each_kind_of_file(event, mixed_folder, run_jobs, capsys):
+    with run_jobs():
+        call_command("import_photos", event.slug, str(mixed_folder))
+    out, err = capsys.readouterr()
+    assert "3 imported, 0 duplicates skipped, 2 rejected" in out
+    assert "notes.txt: This file is not an image" in err and "empty.jpg: empty file" in err
+    states = dict(Photo.objects.values_list("original_name", "index_state"))
+    assert states == {"a.jpg": "indexed", "b.png": "indexed", "corrupt.jpg": "failed"}
+    corrupt = Photo.objects.get(original_name="corrupt.jpg")
+    assert corrupt.index_error == "The image data is corrupt or truncated." and corrupt.face_count == 0
+
+
+def test_zip_archives_are_imported_and_hostile_members_refused(event, run_jobs, settings, tmp_path):
+    settings.PHOTO_MAX_BYTES = 200_000
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(
+        make_zip(
+            {
+                "album/one.jpg": jpeg_bytes((10, 200, 10)),
+                "../../../etc/evil.jpg": jpeg_bytes((10, 10, 200)),
+                "__MACOSX/album/._one.jpg": b"junk",
+                "bomb.jpg": b"\0" * 5_000_000,  # compresses to a few KB
+                "inner.zip": make_zip({"x.jpg": jpeg_bytes()}),
+            }
+        )
+    )
+    with run_jobs():
+        summary = services.paths_import(event=event, paths=[archive])
+    assert sorted(Photo.objects.values_list("original_name", flat=True)) == ["evil.jpg", "one.jpg"]
+    reasons = dict(summary.rejected)
+    assert reasons["photos.zip:bomb.jpg"].startswith("larger than")
+    assert reasons["photos.zip:inner.zip"] == "archives inside archives are not imported"
+    assert not (tmp_path.parent / "etc").exists()
+    # Stored under content-addressed names, never under the member's path.
+    assert all(p.original.name.startswith(f"events/{event.pk}/originals/") for p in Photo.objects.all())
+
+
+def test_a_lying_zip_header_is_caught_on_the_bytes_read(event, settings, tmp_path):
+    settings.PHOTO_MAX_BYTES = 100_000
+    data = bytearray(make_zip({"big.jpg": b"\xff" * 300_000}))
+    # Claim a tiny uncompressed size in the central directory.
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (1000).to_bytes(4, "little")
+    summary = services.archive_import(event=event, fileobj=io.BytesIO(bytes(data)), name="liar.zip")
+    assert not summary.created and summary.rejected
+    assert not Photo.objects.exists()
+
+
+def test_not_a_zip_is_one_clear_rejection(event):
+    summary = services.upload_import(event=event, name="photos.zip", fileobj=io.BytesIO(b"definitely not a zip"))
+    assert summary.rejected == [("photos.zip", "not a valid zip archive")]
+
+
+def test_too_many_members_is_refused(event, settings):
+    settings.ARCHIVE_MAX_MEMBERS = 3
+    data = make_zip({f"{n}.jpg": jpeg_bytes((n, n, n)) for n in range(5)})
+    summary = services.archive_import(event=event, fileobj=io.BytesIO(data), name="many.zip")
+    assert summary.rejected == [("many.zip", "more than 3 files in one archive")] and not Photo.objects.exists()
+
+
+def test_huge_pixel_counts_are_refused_before_decoding(event, settings):
+    settings.PHOTO_MAX_PIXELS = 1000
+    summary = services.photo_import(event=event, name="huge.jpg", fileobj=io.BytesIO(jpeg_bytes(size=(100, 100))))
+    assert "too large" in summary.rejected[0][1] and not Photo.objects.exists()
+
+
+def test_import_command_errors_are_readable(event, tmp_path):
+    with pytest.raises(CommandError, match="No event with the slug 'nope'"):
+        call_command("import_photos", "nope", str(tmp_path))
+    with pytest.raises(CommandError, match="No such file or folder"):
+        call_command("import_photos", event.slug, str(tmp_path / "missing"))
+
+
+def test_import_wait_says_when_no_cluster_is_consuming(event, settings, tmp_path, capsys):
+    settings.JOBS_SYNC = False
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    with pytest.raises(CommandError, match="No job cluster is running"):
+        call_command("import_photos", event.slug, str(tmp_path), "--wait", "--stall-timeout", "1")
+    assert "No job cluster seems to be running" in capsys.readouterr().err
+    assert Photo.objects.get().index_state == Photo.State.PENDING  # kept, still queued
+
+
+def test_import_wait_reports_results(transactional_db, event, tmp_path, capsys):
+    # Autocommit: each job runs (inline) as soon as its photo is committed.
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    (tmp_path / "bad.jpg").write_bytes(corrupt_jpeg())
+    call_command("import_photos", event.slug, str(tmp_path), "--wait", "--stall-timeout", "5")
+    out = capsys.readouterr()
+    assert "Indexed 1 photos (1 faces), 1 failed." in out.out and "bad.jpg: The image data is corrupt" in out.err
+
+
+def test_create_event_command(db, capsys):
+    call_command("create_event", "Gala Night 2026", "--code", "stars")
+    event = Event.objects.get()
+    assert (event.slug, event.access_code) == ("gala-night-2026", "stars")
+    assert "/e/gala-night-2026/" in capsys.readouterr().out
+    call_command("create_event", "Gala Night 2026")
+    assert Event.objects.filter(slug="gala-night-2026-2").exists()
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_event", "Again", "--slug", "gala-night-2026")
+    with pytest.raises(CommandError, match="not a valid slug"):
+        call_command("create_event", "Bad", "--slug", "Not A Slug")
+
+
+def test_find_faces_errors_are_readable(event, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CommandError, match="No such file"):
+        call_command("find_faces", event.slug, str(tmp_path / "missing.jpg"))
+    with pytest.raises(CommandError, match="not an image"):
+        call_command("find_faces", event.slug, str(tmp_path / "notes.txt"))
+    with pytest.raises(CommandError, match="No event"):
+        call_command("find_faces", "nope", str(tmp_path / "notes.txt"))
+
+
+def test_reindex_failed_only_touches_failed_photos(event, run_jobs, capsys):
+    with run_jobs():
+        services.photo_import(event=event, name="ok.jpg", fileobj=io.BytesIO(jpeg_bytes()))
+        services.photo_import(event=event, name="bad.jpg", fileobj=io.BytesIO(corrupt_jpeg()))
+    with run_jobs():
+        call_command("reindex", event.slug, "--failed")
+    assert "Queued 1 failed photos of event summer" in capsys.readouterr().out
+    assert Photo.objects.get(original_name="bad.jpg").index_state == Photo.State.FAILED  # failed again
+    with pytest.raises(CommandError):
+        call_command("rematch", "nope")
+
+
+# --- Admin --------------------------------------------------------------------------
+
+
+def test_admin_upload_accepts_files_and_zips_and_reports_rejections(admin_client, event, run_jobs):
+    url = reverse("admin:gallery_event_upload", args=[event.pk])
+    assert admin_client.get(url).status_code == 200
+    files = [
+        upload("a.jpg", jpeg_bytes((200, 0, 0))),
+        upload("bad.jpg", corrupt_jpeg()),
+        upload("empty.jpg", b""),
+        upload("notes.txt", b"hello", "text/plain"),
+        upload("more.zip", make_zip({"z.jpg": jpeg_bytes((0, 0, 200))}), "application/zip"),
+    ]
+    with run_jobs():
+        response = admin_client.post(url, {"files": files}, follow=True)
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "3 imported, 0 duplicates skipped, 2 rejected" in text
+    assert "Rejected notes.txt" in text and "Rejected empty.jpg: empty file" in text
+    assert dict(Photo.objects.values_list("original_name", "index_state")) == {
+        "a.jpg": "indexed",
+        "bad.jpg": "failed",
+        "z.jpg": "indexed",
+    }
+    # Submitting nothing is a form error, not a 500.
+    assert b"Choose photos" in admin_client.post(url, {}).content
+
+
+def test_admin_pages_render(admin_client, event, run_jobs):
+    with run_jobs():
+        services.photo_import(event=event, name="a.jpg", fileobj=io.BytesIO(jpeg_bytes()))
+    photo = Photo.objects.get()
+    for url in (
+        reverse("admin:gallery_event_changelist"),
+        reverse("admin:gallery_event_change", args=[event.pk]),
+        reverse("admin:gallery_photo_changelist"),
+        reverse("admin:gallery_photo_change", args=[photo.pk]),
+        reverse("admin:gallery_selfie_changelist"),
+        reverse("admin:gallery_match_changelist"),
+        reverse("admin:gallery_face_changelist"),
+        reverse("admin:django_q_failure_changelist"),
+    ):
+        assert admin_client.get(url).status_code == 200, url
+    change = admin_client.get(reverse("admin:gallery_event_change", args=[event.pk])).content
+    assert b"<svg" in change and b"/e/summer/" in change
+    assert admin_client.get(reverse("admin:gallery_photo_thumbnail", args=[photo.pk])).status_code == 200
+
+
+def test_admin_actions_queue_work(admin_client, event, run_jobs):
+    with run_jobs():
+        services.photo_import(event=event, name="bad.jpg", fileobj=io.BytesIO(corrupt_jpeg()))
+        response = admin_client.post(
+            reverse("admin:gallery_photo_changelist"),
+            {"action": "reindex", "_selected_action": [Photo.objects.get().pk]},
+            follow=True,
+        )
+    assert b"1 photos queued for indexing" in response.content
+
+
+def test_non_staff_get_nothing_from_the_admin(client, django_user_model, event):
+    url = reverse("admin:gallery_event_upload", args=[event.pk])
+    assert client.get(url).status_code == 302  # to the login page
+    user = django_user_model.objects.create_user("visitor", password="pw-123456789")
+    client.force_login(user)
+    response = client.get(url)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    staff = django_user_model.objects.create_user("helper", password="pw-123456789", is_staff=True)
+    client.force_login(staff)  # staff without the change permission
+    assert client.get(url).status_code == 403
+    assert client.get(reverse("admin:gallery_photo_thumbnail", args=[1])).status_code == 403
