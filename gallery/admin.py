@@ -88,9 +88,10 @@ class EventAdmin(admin.ModelAdmin):
         return ", ".join(f"{counts.get(state, 0)} {label.lower()}" for state, label in Photo.State.choices)
 
     def get_urls(self):
-        return [
-            path("<int:event_id>/upload/", self.admin_site.admin_view(self.upload_view), name="gallery_event_upload")
-        ] + super().get_urls()
+        upload = path(
+            "<int:event_id>/upload/", self.admin_site.admin_view(self.upload_view), name="gallery_event_upload"
+        )
+        return [upload, *super().get_urls()]
 
     def upload_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
         event = get_object_or_404(Event, pk=event_id)
@@ -166,7 +167,7 @@ class PhotoAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.thumbnail_view)
-        return [path("<int:photo_id>/thumbnail.jpg", view, name="gallery_photo_thumbnail")] + super().get_urls()
+        return [path("<int:photo_id>/thumbnail.jpg", view, name="gallery_photo_thumbnail"), *super().get_urls()]
 
     def thumbnail_view(self, request: HttpRequest, photo_id: int) -> HttpResponse:
         from gallery.views import _serve
@@ -181,7 +182,9 @@ class PhotoAdmin(admin.ModelAdmin):
     def reindex(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
         count = 0
         for event in Event.objects.filter(photos__in=queryset).distinct():
-            count += matching_services.photos_reindex(photo_ids=list(queryset.filter(event=event).values_list("id", flat=True)))
+            count += matching_services.photos_reindex(
+                photo_ids=list(queryset.filter(event=event).values_list("id", flat=True))
+            )
         self.message_user(request, f"{count} photos queued for indexing.")
 
 

@@ -47,9 +47,7 @@ class ImportSummary:
         self.rejected += other.rejected
 
     def describe(self) -> str:
-        return (
-            f"{len(self.created)} imported, {len(self.duplicates)} duplicates skipped, {len(self.rejected)} rejected"
-        )
+        return f"{len(self.created)} imported, {len(self.duplicates)} duplicates skipped, {len(self.rejected)} rejected"
 
 
 # --- Events -------------------------------------------------------------------
@@ -71,9 +69,7 @@ def event_create(*, name: str, slug: str | None = None, code: str = "", event_da
         while Event.objects.filter(slug=slug).exists():
             n += 1
             slug = f"{base}-{n}"
-    return Event.objects.create(
-        name=name, slug=slug, access_code=code.strip(), date=event_date or timezone.localdate()
-    )
+    return Event.objects.create(name=name, slug=slug, access_code=code.strip(), date=event_date or timezone.localdate())
 
 
 def code_matches(*, event: Event, code: str) -> bool:

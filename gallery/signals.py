@@ -8,8 +8,8 @@ delete keeps its files.
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models.signals import post_delete, pre_delete
 from django.db.models.fields.files import FieldFile
+from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
 from gallery.models import Event, Photo, Selfie

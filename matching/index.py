@@ -29,9 +29,9 @@ _cache_lock = Lock()
 
 
 def _event_faces(event_id: int, engine: str):
-    return Face.objects.filter(
-        photo__event_id=event_id, photo__index_state=Photo.State.INDEXED, engine=engine
-    ).exclude(embedding=b"")
+    return Face.objects.filter(photo__event_id=event_id, photo__index_state=Photo.State.INDEXED, engine=engine).exclude(
+        embedding=b""
+    )
 
 
 def event_matrix(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
@@ -83,9 +83,15 @@ def photos_near(*, event_id: int, engine: str, probe: np.ndarray, tolerance: flo
 def selfies_near(*, photo: Photo, engine: str, tolerance: float | None = None) -> dict[int, float]:
     """Selfie id -> best distance, for the event's enrolled selfies seen in this photo."""
     tolerance = settings.FACE_TOLERANCE if tolerance is None else tolerance
-    faces = [np.frombuffer(e, dtype=np.float32) for e in photo.faces.filter(engine=engine).values_list("embedding", flat=True) if e]
+    faces = [
+        np.frombuffer(e, dtype=np.float32)
+        for e in photo.faces.filter(engine=engine).values_list("embedding", flat=True)
+        if e
+    ]
     selfies = list(
-        Selfie.objects.filter(event_id=photo.event_id, engine=engine).exclude(embedding=b"").values_list("id", "embedding")
+        Selfie.objects.filter(event_id=photo.event_id, engine=engine)
+        .exclude(embedding=b"")
+        .values_list("id", "embedding")
     )
     if not faces or not selfies:
         return {}

@@ -50,8 +50,7 @@ def photo_index(*, photo_id: int) -> str:
     claimed = (
         Photo.objects.filter(pk=photo_id)
         .filter(
-            Q(index_state=Photo.State.PENDING)
-            | Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
+            Q(index_state=Photo.State.PENDING) | Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
         )
         .update(index_state=Photo.State.PROCESSING, claimed_at=timezone.now(), index_error="")
     )
@@ -64,7 +63,7 @@ def photo_index(*, photo_id: int) -> str:
             image = load_rgb(original)
         _photo_derivatives_make(photo=photo, image=image)
         found = engine.index_photo(photo=photo, image=image)
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the photo
+    except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
         Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
@@ -109,10 +108,14 @@ def photo_index(*, photo_id: int) -> str:
 def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> None:
     """The served copies: EXIF-free, upright. Made once; reindexing keeps them."""
     if not photo.display:
-        photo.display.save(f"{photo.content_hash}-display.jpg", jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE), save=False)
+        photo.display.save(
+            f"{photo.content_hash}-display.jpg", jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE), save=False
+        )
     if not photo.thumbnail:
         photo.thumbnail.save(
-            f"{photo.content_hash}-thumb.jpg", jpeg_file(image, max_side=settings.THUMBNAIL_SIDE, quality=80), save=False
+            f"{photo.content_hash}-thumb.jpg",
+            jpeg_file(image, max_side=settings.THUMBNAIL_SIDE, quality=80),
+            save=False,
         )
     # Recorded at once, so a later failure never leaves unreferenced files behind.
     Photo.objects.filter(pk=photo.pk).update(display=photo.display.name, thumbnail=photo.thumbnail.name)
@@ -158,8 +161,7 @@ def selfie_match(*, selfie_id: int) -> str:
     claimed = (
         Selfie.objects.filter(pk=selfie_id)
         .filter(
-            Q(match_state=Selfie.State.PENDING)
-            | Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
+            Q(match_state=Selfie.State.PENDING) | Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
         )
         .update(match_state=Selfie.State.MATCHING, claimed_at=timezone.now(), match_error="")
     )
@@ -182,7 +184,7 @@ def selfie_match(*, selfie_id: int) -> str:
                 embedding=selfie.embedding, external_id=selfie.external_id, engine=selfie.engine
             )
         found = engine.match_selfie(selfie=selfie)
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the selfie
+    except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("matching selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
         Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(

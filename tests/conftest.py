@@ -138,7 +138,6 @@ def qcluster(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..
     connection.close()
 
 
-
 def corrupt_jpeg() -> bytes:
     """A real photo cut off halfway: the header reads fine, the pixels do not."""
     data = sample("people/obama/obama.jpg").read_bytes()

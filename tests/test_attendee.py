@@ -56,7 +56,9 @@ def test_selfie_finds_own_photos_and_page_shows_them(client, event, photos, run_
     }
 
 
-def test_selfie_post_answers_before_any_face_work(client, event, photos, monkeypatch, django_capture_on_commit_callbacks):
+def test_selfie_post_answers_before_any_face_work(
+    client, event, photos, monkeypatch, django_capture_on_commit_callbacks
+):
     import matching.engines
 
     def no_engine_in_requests(*args, **kwargs):

@@ -33,7 +33,12 @@ def _child_crop() -> bytes:
     faces = get_engine("dlib").detect(image)
     child = min(faces, key=lambda face: face.area)  # the two adults are much closer
     margin = child.width
-    box = (child.left - margin, child.top - margin, child.left + child.width + margin, child.top + child.height + margin)
+    box = (
+        child.left - margin,
+        child.top - margin,
+        child.left + child.width + margin,
+        child.top + child.height + margin,
+    )
     import io
 
     buffer = io.BytesIO()
@@ -94,7 +99,11 @@ def test_rematching_finds_photos_imported_after_the_selfie(dlib_engine, event, r
     with run_jobs():
         services.paths_import(
             event=event,
-            paths=[sample("groups/two_people.jpg"), sample("people/biden/biden2.jpg"), sample("people/kit_harington/kit1.jpg")],
+            paths=[
+                sample("groups/two_people.jpg"),
+                sample("people/biden/biden2.jpg"),
+                sample("people/kit_harington/kit1.jpg"),
+            ],
         )
     assert set(selfie.matches.values_list("photo__original_name", flat=True)) == {"two_people.jpg", "biden2.jpg"}
     status = client.get(reverse("gallery:me_status", args=[event.slug])).json()
@@ -106,7 +115,9 @@ def test_a_face_of_2_5_percent_of_a_4000px_photo_is_found(dlib_engine):
     face = get_engine("dlib").detect(source)[0]
     scale = 100 / face.width
     margin = int(face.width * 0.6)
-    crop = source.crop((face.left - margin, face.top - margin, face.left + face.width + margin, face.top + face.height + margin))
+    crop = source.crop(
+        (face.left - margin, face.top - margin, face.left + face.width + margin, face.top + face.height + margin)
+    )
     small = crop.resize((round(crop.width * scale), round(crop.height * scale)))
     canvas = Image.new("RGB", (4000, 3000), (120, 130, 140))
     canvas.paste(small, (2500, 1200))
@@ -167,4 +178,3 @@ def test_find_faces_lists_matching_photos_best_first(dlib_engine, event, run_job
     result = json.loads(capsys.readouterr().out)
     assert [item["photo"] for item in result] == ["biden.jpg", "two_people.jpg"]
     assert all(set(item) == {"photo", "distance"} for item in result)
-

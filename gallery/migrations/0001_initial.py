@@ -2,116 +2,185 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import gallery.models
 from django.db import migrations, models
+
+import gallery.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=80, unique=True)),
-                ('date', models.DateField(default=django.utils.timezone.localdate)),
-                ('access_code', models.CharField(blank=True, help_text='Attendees must enter this code to open the event. Leave empty for none.', max_length=64)),
-                ('published', models.BooleanField(default=True, help_text='Unpublished events are invisible to attendees.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(max_length=80, unique=True)),
+                ("date", models.DateField(default=django.utils.timezone.localdate)),
+                (
+                    "access_code",
+                    models.CharField(
+                        blank=True,
+                        help_text="Attendees must enter this code to open the event. Leave empty for none.",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "published",
+                    models.BooleanField(default=True, help_text="Unpublished events are invisible to attendees."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-date', 'name'],
+                "ordering": ["-date", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Photo',
+            name="Photo",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('original', models.FileField(max_length=300, upload_to=gallery.models.photo_original_path)),
-                ('original_name', models.CharField(max_length=255)),
-                ('content_hash', models.CharField(help_text='SHA-256 of the original file.', max_length=64)),
-                ('display', models.FileField(blank=True, max_length=300, upload_to=gallery.models.photo_derived_path)),
-                ('thumbnail', models.FileField(blank=True, max_length=300, upload_to=gallery.models.photo_derived_path)),
-                ('width', models.PositiveIntegerField(blank=True, null=True)),
-                ('height', models.PositiveIntegerField(blank=True, null=True)),
-                ('taken_at', models.DateTimeField(blank=True, help_text='Capture time from EXIF.', null=True)),
-                ('index_state', models.CharField(choices=[('pending', 'Pending'), ('processing', 'Processing'), ('indexed', 'Indexed'), ('failed', 'Failed')], db_index=True, default='pending', max_length=12)),
-                ('index_error', models.TextField(blank=True)),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('face_count', models.PositiveIntegerField(default=0)),
-                ('indexed_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('event', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='photos', to='gallery.event')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("original", models.FileField(max_length=300, upload_to=gallery.models.photo_original_path)),
+                ("original_name", models.CharField(max_length=255)),
+                ("content_hash", models.CharField(help_text="SHA-256 of the original file.", max_length=64)),
+                ("display", models.FileField(blank=True, max_length=300, upload_to=gallery.models.photo_derived_path)),
+                (
+                    "thumbnail",
+                    models.FileField(blank=True, max_length=300, upload_to=gallery.models.photo_derived_path),
+                ),
+                ("width", models.PositiveIntegerField(blank=True, null=True)),
+                ("height", models.PositiveIntegerField(blank=True, null=True)),
+                ("taken_at", models.DateTimeField(blank=True, help_text="Capture time from EXIF.", null=True)),
+                (
+                    "index_state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("processing", "Processing"),
+                            ("indexed", "Indexed"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                ("index_error", models.TextField(blank=True)),
+                ("claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("face_count", models.PositiveIntegerField(default=0)),
+                ("indexed_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "event",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="photos", to="gallery.event"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['taken_at', 'original_name', 'id'],
+                "ordering": ["taken_at", "original_name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Face',
+            name="Face",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('left', models.PositiveIntegerField()),
-                ('top', models.PositiveIntegerField()),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('embedding', models.BinaryField(blank=True, default=b'')),
-                ('engine', models.CharField(max_length=20)),
-                ('external_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('photo', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='faces', to='gallery.photo')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("left", models.PositiveIntegerField()),
+                ("top", models.PositiveIntegerField()),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                ("embedding", models.BinaryField(blank=True, default=b"")),
+                ("engine", models.CharField(max_length=20)),
+                ("external_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                (
+                    "photo",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="faces", to="gallery.photo"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Selfie',
+            name="Selfie",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('image', models.FileField(max_length=300, upload_to=gallery.models.selfie_path)),
-                ('token', models.CharField(default=gallery.models._new_token, editable=False, max_length=64, unique=True)),
-                ('consent_at', models.DateTimeField()),
-                ('match_state', models.CharField(choices=[('pending', 'Pending'), ('matching', 'Matching'), ('done', 'Done'), ('failed', 'Failed')], db_index=True, default='pending', max_length=12)),
-                ('match_error', models.TextField(blank=True)),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('embedding', models.BinaryField(blank=True, default=b'')),
-                ('engine', models.CharField(blank=True, max_length=20)),
-                ('external_id', models.CharField(blank=True, max_length=64)),
-                ('matched_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('event', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='selfies', to='gallery.event')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("image", models.FileField(max_length=300, upload_to=gallery.models.selfie_path)),
+                (
+                    "token",
+                    models.CharField(default=gallery.models._new_token, editable=False, max_length=64, unique=True),
+                ),
+                ("consent_at", models.DateTimeField()),
+                (
+                    "match_state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("matching", "Matching"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                ("match_error", models.TextField(blank=True)),
+                ("claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("embedding", models.BinaryField(blank=True, default=b"")),
+                ("engine", models.CharField(blank=True, max_length=20)),
+                ("external_id", models.CharField(blank=True, max_length=64)),
+                ("matched_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "event",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="selfies", to="gallery.event"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Match',
+            name="Match",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('distance', models.FloatField(help_text='Best (smallest) face distance between the selfie and the photo.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('photo', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='matches', to='gallery.photo')),
-                ('selfie', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='matches', to='gallery.selfie')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "distance",
+                    models.FloatField(help_text="Best (smallest) face distance between the selfie and the photo."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "photo",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="matches", to="gallery.photo"
+                    ),
+                ),
+                (
+                    "selfie",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="matches", to="gallery.selfie"
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'matches',
-                'ordering': ['distance'],
+                "verbose_name_plural": "matches",
+                "ordering": ["distance"],
             },
         ),
         migrations.AddIndex(
-            model_name='photo',
-            index=models.Index(fields=['event', 'index_state'], name='gallery_pho_event_i_7dd265_idx'),
+            model_name="photo",
+            index=models.Index(fields=["event", "index_state"], name="gallery_pho_event_i_7dd265_idx"),
         ),
         migrations.AddConstraint(
-            model_name='photo',
-            constraint=models.UniqueConstraint(fields=('event', 'content_hash'), name='photo_unique_hash_per_event'),
+            model_name="photo",
+            constraint=models.UniqueConstraint(fields=("event", "content_hash"), name="photo_unique_hash_per_event"),
         ),
         migrations.AddConstraint(
-            model_name='match',
-            constraint=models.UniqueConstraint(fields=('selfie', 'photo'), name='match_unique_selfie_photo'),
+            model_name="match",
+            constraint=models.UniqueConstraint(fields=("selfie", "photo"), name="match_unique_selfie_photo"),
         ),
     ]

@@ -25,7 +25,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", help="The event's slug.")
-        parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="Photo files, folders or .zip archives.")
+        parser.add_argument(
+            "paths", nargs="+", type=Path, metavar="PATH", help="Photo files, folders or .zip archives."
+        )
         parser.add_argument("--wait", action="store_true", help="Wait until every imported photo is indexed or failed.")
         parser.add_argument(
             "--stall-timeout",
@@ -34,7 +36,9 @@ class Command(BaseCommand):
             help="With --wait: give up after this many seconds without progress (default 60).",
         )
 
-    def handle(self, *args: object, slug: str, paths: list[Path], wait: bool, stall_timeout: float, **options: object) -> None:
+    def handle(
+        self, *args: object, slug: str, paths: list[Path], wait: bool, stall_timeout: float, **options: object
+    ) -> None:
         event = Event.objects.filter(slug=slug).first()
         if event is None:
             raise CommandError(f"No event with the slug {slug!r}. Create it with `manage.py create_event`.")
@@ -68,7 +72,9 @@ class Command(BaseCommand):
                     bar.update(now_done - done)
                     done, last_progress = now_done, time.monotonic()
                 elif time.monotonic() - last_progress > stall_timeout:
-                    hint = "" if cluster_running() else " No job cluster is running: start one with `manage.py qcluster`."
+                    hint = (
+                        "" if cluster_running() else " No job cluster is running: start one with `manage.py qcluster`."
+                    )
                     raise CommandError(
                         f"No progress for {stall_timeout:.0f} s; {len(photo_ids) - done} photos not indexed yet.{hint} "
                         "They stay queued and are indexed once a cluster runs."

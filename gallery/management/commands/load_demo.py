@@ -25,7 +25,9 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"  Trouvaille is at   {settings.SITE_URL}/"))
         self.stdout.write(self.style.SUCCESS(f"  Demo event:        {settings.SITE_URL}{event.get_absolute_url()}"))
-        self.stdout.write(self.style.SUCCESS(f"  Admin:             {settings.SITE_URL}/admin/  user admin, password {password}"))
+        self.stdout.write(
+            self.style.SUCCESS(f"  Admin:             {settings.SITE_URL}/admin/  user admin, password {password}")
+        )
         self.stdout.write(f"  Try a selfie from {SAMPLES / 'people'} (e.g. obama/obama2.jpg).")
         self.stdout.write("")
 

@@ -16,10 +16,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", help="The event's slug.")
         parser.add_argument("image", type=Path, help="A photo of the person to look for.")
-        parser.add_argument("--tolerance", type=float, help="Largest distance that counts as a match (default FACE_TOLERANCE).")
-        parser.add_argument("--json", action="store_true", dest="as_json", help='Print a JSON list of {"photo", "distance"} objects.')
+        parser.add_argument(
+            "--tolerance", type=float, help="Largest distance that counts as a match (default FACE_TOLERANCE)."
+        )
+        parser.add_argument(
+            "--json", action="store_true", dest="as_json", help='Print a JSON list of {"photo", "distance"} objects.'
+        )
 
-    def handle(self, *args: object, slug: str, image: Path, tolerance: float | None, as_json: bool, **options: object) -> None:
+    def handle(
+        self, *args: object, slug: str, image: Path, tolerance: float | None, as_json: bool, **options: object
+    ) -> None:
         event = Event.objects.filter(slug=slug).first()
         if event is None:
             raise CommandError(f"No event with the slug {slug!r}.")
@@ -34,9 +40,10 @@ class Command(BaseCommand):
             raise CommandError(f"{image}: {exc}") from exc
         found = services.image_search(event=event, image=picture, tolerance=tolerance)
         if as_json:
-            self.stdout.write(json.dumps([{"photo": p.original_name, "distance": round(d, 4)} for p, d in found], indent=2))
+            self.stdout.write(
+                json.dumps([{"photo": p.original_name, "distance": round(d, 4)} for p, d in found], indent=2)
+            )
             return
         for photo, distance in found:
             self.stdout.write(f"{photo.original_name}\t{distance:.4f}")
         self.stderr.write(f"{len(found)} matching photo{'s' if len(found) != 1 else ''} in {event.slug}.")
-

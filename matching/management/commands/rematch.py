@@ -19,4 +19,6 @@ class Command(BaseCommand):
             if event is None:
                 raise CommandError(f"No event with the slug {slug!r}.")
         count = services.event_rematch(event=event)
-        self.stdout.write(self.style.SUCCESS(f"Queued {count} selfies of {f'event {slug}' if slug else 'all events'} for matching."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Queued {count} selfies of {f'event {slug}' if slug else 'all events'} for matching.")
+        )

@@ -1,0 +1,49 @@
+"""A real qcluster process (not inline jobs) indexes an import and matches a selfie.
+
+Runs on whatever the settings point at: SQLite + the ORM broker by default,
+PostgreSQL + Redis in the second pass of .ci/run.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from gallery import services
+from gallery.models import Event, Photo, Selfie
+from tests.conftest import sample, upload, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.dlib]
+
+
+def test_a_real_cluster_indexes_and_matches(qcluster, dlib_engine):
+    event = Event.objects.create(name="Cluster night", slug="cluster")
+    qcluster()
+    summary = services.paths_import(
+        event=event,
+        paths=[
+            sample("groups/two_people.jpg"),
+            sample("people/biden/biden2.jpg"),
+            sample("people/kit_harington/kit1.jpg"),
+        ],
+    )
+    assert len(summary.created) == 3
+    photos = Photo.objects.filter(event=event)
+    wait_for(lambda: photos.filter(index_state=Photo.State.INDEXED).count() == 3, timeout=120, what="indexing")
+    assert sorted(photos.values_list("face_count", flat=True)) == [1, 1, 2]
+
+    attendee = Client()
+    response = attendee.post(
+        reverse("gallery:selfie_upload", args=[event.slug]),
+        {"image": upload("me.jpg", sample("people/biden/biden.jpg").read_bytes()), "consent": "on"},
+    )
+    assert response.status_code == 302
+    status_url = reverse("gallery:me_status", args=[event.slug])
+    wait_for(lambda: attendee.get(status_url).json()["state"] == "done", timeout=60, what="matching")
+    assert attendee.get(status_url).json()["matches"] == 2
+    selfie = Selfie.objects.get()
+    assert set(selfie.matches.values_list("photo__original_name", flat=True)) == {"two_people.jpg", "biden2.jpg"}
+    # The broker that carried the jobs is the configured one.
+    assert ("redis" in settings.Q_CLUSTER) == bool(settings.REDIS_URL)
