@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.s3]
 
 
 def fetch(url: str) -> tuple[bytes, dict[str, str]]:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback test server
+    with urllib.request.urlopen(url, timeout=10) as response:
         return response.read(), dict(response.headers)
 
 
