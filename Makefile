@@ -22,7 +22,7 @@ $(STAMP): requirements/base.txt requirements/dev.txt requirements/face.txt
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(MANAGE) migrate --noinput
+	$(MANAGE) migrate --noinput -v 0
 	$(MANAGE) load_demo
 	@echo "Starting the job cluster and the web server; Ctrl-C stops both."
 	@bash -c 'trap "kill \$$(jobs -p) 2>/dev/null; wait" EXIT INT TERM; \

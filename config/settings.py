@@ -281,7 +281,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
-        "django_q": {"level": env("Q_LOG_LEVEL", "WARNING"), "propagate": True},
+        "django-q": {"level": env("Q_LOG_LEVEL", "WARNING")},
     },
 }
 
