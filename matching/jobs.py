@@ -7,6 +7,7 @@ work left, so a job that runs twice, late, or after a retry does no harm.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.conf import settings
 from django.db import transaction
@@ -16,16 +17,21 @@ logger = logging.getLogger("trouvaille.jobs")
 
 
 def enqueue(func: str, *args: object, group: str | None = None) -> None:
-    """Queue `func(*args)` once the current transaction commits (now if none)."""
+    """Queue `func(*args, job_id=...)` once the current transaction commits (now if none).
+
+    The job id ties the task row in django-q2's admin to the job's log lines.
+    """
+    job_id = uuid.uuid4().hex[:12]
+    name = f"{func.rsplit('.', 1)[-1]}:{','.join(map(str, args))[:60]}:{job_id}"
 
     def send() -> None:
         # Read at call time (unlike django-q2's `sync`), so tests can switch it.
         if settings.JOBS_SYNC:
-            import_string(func)(*args)
+            import_string(func)(*args, job_id=job_id)
             return
         from django_q.tasks import async_task
 
-        async_task(func, *args, group=group, task_name=f"{func.rsplit('.', 1)[-1]}:{','.join(map(str, args))}")
+        async_task(func, *args, job_id=job_id, group=group, task_name=name)
 
     transaction.on_commit(send)
 

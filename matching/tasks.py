@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from matching import services
 from matching.engines import get_engine
@@ -11,7 +12,7 @@ from matching.engines import get_engine
 logger = logging.getLogger("trouvaille.jobs")
 
 
-def _run(job: str, func, **ids: int) -> str:
+def _run(job: str, func: Callable[..., str], job_id: str, **ids: int) -> str:
     started = time.monotonic()
     outcome = "error"
     try:
@@ -20,21 +21,29 @@ def _run(job: str, func, **ids: int) -> str:
     finally:
         logger.info(
             job,
-            extra={"job": job, **ids, "outcome": outcome, "duration_ms": round((time.monotonic() - started) * 1000, 1)},
+            extra={
+                "job": job,
+                "job_id": job_id,
+                **ids,
+                "outcome": outcome,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
         )
 
 
-def photo_index_task(photo_id: int) -> str:
-    return _run("photo_index", services.photo_index, photo_id=photo_id)
+def photo_index_task(photo_id: int, job_id: str = "") -> str:
+    return _run("photo_index", services.photo_index, job_id, photo_id=photo_id)
 
 
-def selfie_match_task(selfie_id: int) -> str:
-    return _run("selfie_match", services.selfie_match, selfie_id=selfie_id)
+def selfie_match_task(selfie_id: int, job_id: str = "") -> str:
+    return _run("selfie_match", services.selfie_match, job_id, selfie_id=selfie_id)
 
 
-def faces_forget_task(event_id: int, external_ids: list[str]) -> None:
+def faces_forget_task(event_id: int, external_ids: list[str], job_id: str = "") -> None:
     get_engine().forget_faces(event_id=event_id, external_ids=external_ids)
+    logger.info("faces_forget", extra={"job": "faces_forget", "job_id": job_id, "event_id": event_id})
 
 
-def event_forget_task(event_id: int) -> None:
+def event_forget_task(event_id: int, job_id: str = "") -> None:
     get_engine().forget_event(event_id=event_id)
+    logger.info("event_forget", extra={"job": "event_forget", "job_id": job_id, "event_id": event_id})
