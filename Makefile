@@ -1,5 +1,6 @@
 # Two entry points: `make run` (demo server + job cluster) and `make test`.
 # Everything is installed into .venv from the pinned files in requirements/.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -25,9 +26,15 @@ run: $(STAMP)
 	$(MANAGE) migrate --noinput -v 0
 	$(MANAGE) load_demo
 	@echo "Starting the job cluster and the web server; Ctrl-C stops both."
-	@bash -c 'trap "kill \$$(jobs -p) 2>/dev/null; wait" EXIT INT TERM; \
-		DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(MANAGE) qcluster & \
-		DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(MANAGE) runserver --noreload $(HOST):$(PORT)'
+	@# The cluster runs in its own session so the terminal's Ctrl-C does not reach
+	@# it directly: django-q2 can deadlock when a second signal interrupts its
+	@# shutdown, so it gets exactly one SIGTERM, from the trap.
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
+	cleanup() { trap - EXIT INT TERM; kill -TERM $$web $$cluster 2>/dev/null; wait $$cluster 2>/dev/null; }; \
+	trap cleanup EXIT INT TERM; \
+	setsid $(MANAGE) qcluster & cluster=$$!; \
+	$(MANAGE) runserver --noreload $(HOST):$(PORT) & web=$$!; \
+	wait $$web
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
