@@ -8,6 +8,7 @@ with DJANGO_DEBUG=0 the unsafe defaults refuse to start (see `_check_production`
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -123,8 +124,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
     }
-    # A file, not :memory:, so a qcluster subprocess in the tests sees the test data.
-    DATABASES["default"]["TEST"] = {"NAME": env("TEST_SQLITE_PATH", str(BASE_DIR / ".test-db.sqlite3"))}
+    # A file, not :memory:, so a qcluster subprocess in the tests sees the test
+    # data; one per test run, so two runs on one machine never share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env("TEST_SQLITE_PATH", str(Path(tempfile.gettempdir()) / f"trouvaille-test-{os.getpid()}.sqlite3"))
+    }
 
 # --- Cache and jobs -----------------------------------------------------------
 

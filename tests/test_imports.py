@@ -243,3 +243,40 @@ def test_non_staff_get_nothing_from_the_admin(client, django_user_model, event):
     client.force_login(staff)  # staff without the change permission
     assert client.get(url).status_code == 403
     assert client.get(reverse("admin:gallery_photo_thumbnail", args=[1])).status_code == 403
+
+
+def test_served_copies_are_upright_and_carry_no_metadata(event, run_jobs):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    exif[0x010F] = "PhoneMaker"
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}  # GPS position
+    exif[0x0132] = "2026:06:21 18:30:00"
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 200), (90, 140, 200)).save(buffer, format="JPEG", exif=exif.tobytes())
+    with run_jobs():
+        services.photo_import(event=event, name="phone.jpg", fileobj=io.BytesIO(buffer.getvalue()))
+    photo = Photo.objects.get()
+    assert (photo.width, photo.height) == (200, 400)  # upright
+    assert photo.taken_at.isoformat().startswith("2026-06-21T18:30")
+    for served in (photo.display, photo.thumbnail):
+        with served.open("rb") as handle:
+            image = Image.open(handle)
+            assert image.height > image.width
+            assert not image.getexif() and "exif" not in image.info
+    with photo.original.open("rb") as handle:  # the organizer's original is kept as uploaded
+        assert Image.open(handle).getexif()[0x010F] == "PhoneMaker"
+
+
+def test_deleting_an_event_removes_its_files(event, run_jobs):
+    from django.core.files.storage import default_storage
+
+    with run_jobs():
+        services.photo_import(event=event, name="a.jpg", fileobj=io.BytesIO(jpeg_bytes()))
+    photo = Photo.objects.get()
+    names = [photo.original.name, photo.display.name, photo.thumbnail.name]
+    assert all(default_storage.exists(name) for name in names)
+    with run_jobs():
+        event.delete()
+    assert not any(default_storage.exists(name) for name in names)
