@@ -89,3 +89,11 @@ def test_unsafe_production_settings_refuse_to_start():
 def test_check_deploy_is_clean_under_production_settings():
     result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
     assert result.returncode == 0, result.stderr
+
+
+def test_production_static_files_get_hashed_names(tmp_path):
+    result = manage("collectstatic", "--noinput", "-v", "0", STATIC_ROOT=str(tmp_path), **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "staticfiles.json").read_text())
+    hashed = manifest["paths"]["css/site.css"]
+    assert hashed != "css/site.css" and (tmp_path / hashed).exists() and (tmp_path / f"{hashed}.gz").exists()
