@@ -101,7 +101,13 @@ def photo_index(*, photo_id: int) -> str:
         )
     kept = {face.external_id for face in found}
     jobs.enqueue_forget(photo.event_id, [face_id for face_id in replaced if face_id not in kept])
-    photo_match(photo=photo)
+    try:
+        photo_match(photo=photo)
+    except Exception:
+        # The faces are stored; only re-matching this photo against existing
+        # selfies failed (e.g. the hosted engine is unavailable). `rematch` repairs it.
+        logger.exception("re-matching photo %s failed", photo_id, extra={"photo_id": photo_id})
+        return "indexed-unmatched"
     return "indexed"
 
 
