@@ -240,6 +240,11 @@ FACE_MODEL = env("FACE_MODEL", "hog")
 AWS_REKOGNITION_REGION = env("AWS_REKOGNITION_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
 AWS_REKOGNITION_COLLECTION_PREFIX = env("AWS_REKOGNITION_COLLECTION_PREFIX", "trouvaille")
 AWS_REKOGNITION_SIMILARITY = env_float("AWS_REKOGNITION_SIMILARITY", 90.0)
+# Faces below this quality are dropped by Rekognition (NONE, AUTO, LOW, MEDIUM, HIGH).
+AWS_REKOGNITION_QUALITY_FILTER = env("AWS_REKOGNITION_QUALITY_FILTER", "AUTO")
+# Longest side sent to Rekognition; above 1920x1080 it needs proportionally bigger faces.
+AWS_REKOGNITION_MAX_SIDE = env_int("AWS_REKOGNITION_MAX_SIDE", 1920)
+# Concurrent Rekognition calls per worker process, to stay under the account's TPS quota.
 AWS_CONCURRENT_REQUESTS = env_int("AWS_CONCURRENT_REQUESTS", 4)
 AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
 

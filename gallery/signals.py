@@ -2,17 +2,20 @@
 
 Signals, not services, because the admin and cascades delete rows in bulk; every
 path of deletion must clean up. The work runs after commit, so a rolled-back
-delete keeps its files.
+delete keeps its files. Remote faces are forgotten by the engine that stored
+them, which may no longer be the configured one.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 from django.db import transaction
 from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
-from gallery.models import Event, Photo, Selfie
+from gallery.models import Event, Face, Photo, Selfie
 from matching import jobs
 
 
@@ -25,13 +28,19 @@ def _delete_files_on_commit(*files: FieldFile) -> None:
 
 @receiver(pre_delete, sender=Event)
 def _event_pre_delete(sender: type[Event], instance: Event, **kwargs: object) -> None:
-    jobs.enqueue_forget_event(instance.pk)
+    remote = set(Face.objects.filter(photo__event=instance).exclude(external_id="").values_list("engine", flat=True))
+    remote |= set(instance.selfies.exclude(external_id="").values_list("engine", flat=True))
+    for engine in remote:
+        jobs.enqueue_forget_event(instance.pk, engine=engine)
 
 
 @receiver(pre_delete, sender=Photo)
 def _photo_pre_delete(sender: type[Photo], instance: Photo, **kwargs: object) -> None:
-    external_ids = list(instance.faces.exclude(external_id="").values_list("external_id", flat=True))
-    jobs.enqueue_forget(instance.event_id, external_ids)
+    by_engine: dict[str, list[str]] = defaultdict(list)
+    for engine, external_id in instance.faces.exclude(external_id="").values_list("engine", "external_id"):
+        by_engine[engine].append(external_id)
+    for engine, external_ids in by_engine.items():
+        jobs.enqueue_forget(instance.event_id, external_ids, engine=engine)
 
 
 @receiver(post_delete, sender=Photo)
@@ -42,5 +51,5 @@ def _photo_post_delete(sender: type[Photo], instance: Photo, **kwargs: object) -
 @receiver(post_delete, sender=Selfie)
 def _selfie_post_delete(sender: type[Selfie], instance: Selfie, **kwargs: object) -> None:
     if instance.external_id:
-        jobs.enqueue_forget(instance.event_id, [instance.external_id])
+        jobs.enqueue_forget(instance.event_id, [instance.external_id], engine=instance.engine)
     _delete_files_on_commit(instance.image)

@@ -76,9 +76,10 @@ def _pending_photos(selfie: Selfie) -> int:
 
 @never_cache
 def me(request: HttpRequest, slug: str) -> HttpResponse:
-    event = access.unlocked_event_for_attendee(request, slug)
-    selfie = access.selfie_for_attendee(request, event)
+    event = access.event_for_attendee(request, slug)
+    selfie = access.selfie_for_attendee(request, event) if access.event_is_unlocked(request, event) else None
     if selfie is None:
+        # Not yet unlocked, or no selfie: the event page asks for what is missing.
         return redirect("gallery:event", slug=event.slug)
     photos = Photo.objects.filter(matches__selfie=selfie).order_by("taken_at", "original_name", "id")
     pending_photos = _pending_photos(selfie)

@@ -44,10 +44,11 @@ def enqueue_selfie_match(selfie_id: int) -> None:
     enqueue("matching.tasks.selfie_match_task", selfie_id, group="selfies")
 
 
-def enqueue_forget(event_id: int, external_ids: list[str]) -> None:
+def enqueue_forget(event_id: int, external_ids: list[str], *, engine: str) -> None:
+    """Drop faces kept remotely by `engine` (the one that stored them, not necessarily the current one)."""
     if external_ids:
-        enqueue("matching.tasks.faces_forget_task", event_id, external_ids, group="forget")
+        enqueue("matching.tasks.faces_forget_task", event_id, external_ids, engine, group="forget")
 
 
-def enqueue_forget_event(event_id: int) -> None:
-    enqueue("matching.tasks.event_forget_task", event_id, group="forget")
+def enqueue_forget_event(event_id: int, *, engine: str) -> None:
+    enqueue("matching.tasks.event_forget_task", event_id, engine, group="forget")

@@ -29,6 +29,7 @@ from matching.images import ImageProblem, jpeg_file, load_rgb
 
 logger = logging.getLogger("trouvaille.matching")
 
+SELFIE_FAILED_MESSAGE = "Something went wrong while looking for your photos. Please try again in a few minutes."
 NO_FACE_MESSAGE = "We could not find a face in your selfie. Please take another one facing the camera, in good light."
 
 
@@ -83,6 +84,8 @@ def photo_index(*, photo_id: int) -> str:
         )
         if not updated:
             # Reset (reindex) or deleted while we worked: a newer job owns it.
+            # Faces a hosted engine stored in this run belong to no row: forget them.
+            jobs.enqueue_forget(photo.event_id, [f.external_id for f in found if f.external_id], engine=engine.name)
             return "superseded"
         replaced = list(photo.faces.exclude(external_id="").values_list("external_id", flat=True))
         photo.faces.all().delete()
@@ -100,7 +103,7 @@ def photo_index(*, photo_id: int) -> str:
             for face in found
         )
     kept = {face.external_id for face in found}
-    jobs.enqueue_forget(photo.event_id, [face_id for face_id in replaced if face_id not in kept])
+    jobs.enqueue_forget(photo.event_id, [face_id for face_id in replaced if face_id not in kept], engine=engine.name)
     try:
         photo_match(photo=photo)
     except Exception:
@@ -186,15 +189,20 @@ def selfie_match(*, selfie_id: int) -> str:
             selfie.external_id = face.external_id
             selfie.engine = engine.name
             # Committed before searching, so concurrent photo jobs can see it.
-            Selfie.objects.filter(pk=selfie_id).update(
+            if not Selfie.objects.filter(pk=selfie_id).update(
                 embedding=selfie.embedding, external_id=selfie.external_id, engine=selfie.engine
-            )
+            ):
+                # Deleted while we enrolled it: its face must not outlive it.
+                jobs.enqueue_forget(selfie.event_id, [face.external_id] if face.external_id else [], engine=engine.name)
+                return "superseded"
         found = engine.match_selfie(selfie=selfie)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("matching selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
+        # Attendees read this text: only our own messages, never internals.
+        message = str(exc) if isinstance(exc, ImageProblem) else SELFIE_FAILED_MESSAGE
         Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
-            match_state=Selfie.State.FAILED, match_error=_explain(exc), claimed_at=None
+            match_state=Selfie.State.FAILED, match_error=message, claimed_at=None
         )
         return "failed"
     with transaction.atomic():

@@ -39,11 +39,11 @@ def selfie_match_task(selfie_id: int, job_id: str = "") -> str:
     return _run("selfie_match", services.selfie_match, job_id, selfie_id=selfie_id)
 
 
-def faces_forget_task(event_id: int, external_ids: list[str], job_id: str = "") -> None:
-    get_engine().forget_faces(event_id=event_id, external_ids=external_ids)
+def faces_forget_task(event_id: int, external_ids: list[str], engine: str, job_id: str = "") -> None:
+    get_engine(engine).forget_faces(event_id=event_id, external_ids=external_ids)
     logger.info("faces_forget", extra={"job": "faces_forget", "job_id": job_id, "event_id": event_id})
 
 
-def event_forget_task(event_id: int, job_id: str = "") -> None:
-    get_engine().forget_event(event_id=event_id)
+def event_forget_task(event_id: int, engine: str, job_id: str = "") -> None:
+    get_engine(engine).forget_event(event_id=event_id)
     logger.info("event_forget", extra={"job": "event_forget", "job_id": job_id, "event_id": event_id})

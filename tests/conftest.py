@@ -31,6 +31,15 @@ def _isolated(settings, tmp_path: Path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.JOBS_SYNC = True
     settings.FACE_BACKEND = "fake"
+    if not settings.REDIS_URL:
+        # django-q2 keeps cluster heartbeats in this cache: a cluster running
+        # elsewhere on the machine must not look like this test's cluster.
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                "LOCATION": str(tmp_path / "cache"),
+            }
+        }
 
 
 @pytest.fixture
@@ -108,6 +117,7 @@ def qcluster(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..
             **os.environ,
             "DATABASE_URL": database_url(),
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "CACHE_DIR": str(tmp_path / "cache"),
             "FACE_BACKEND": settings.FACE_BACKEND,
             "JOBS_SYNC": "0",
             "Q_WORKERS": "2",

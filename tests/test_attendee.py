@@ -176,7 +176,8 @@ def test_event_code_is_required_before_anything(client, event, photos, run_jobs)
     page = client.get(reverse("gallery:event", args=[event.slug]))
     assert b"Enter the code" in page.content and b"biometric" not in page.content
     assert post_selfie(client, event).status_code == 404
-    assert client.get(reverse("gallery:me", args=[event.slug])).status_code == 404
+    assert client.get(reverse("gallery:me", args=[event.slug]))["Location"] == f"/e/{event.slug}/"
+    assert client.get(reverse("gallery:me_status", args=[event.slug])).status_code == 404
     wrong = client.post(reverse("gallery:event", args=[event.slug]), {"code": "nope"})
     assert wrong.status_code == 400 and b"not right" in wrong.content
     right = client.post(reverse("gallery:event", args=[event.slug]), {"code": " sunset-42 "})
@@ -190,7 +191,8 @@ def test_unpublished_and_unknown_events_are_404(client, event, admin_client):
     event.save()
     assert client.get(reverse("gallery:event", args=[event.slug])).status_code == 404
     assert post_selfie(client, event).status_code == 404
-    assert client.get(reverse("gallery:event", args=["nope"])).status_code == 404
+    missing = client.get(reverse("gallery:event", args=["nope"]))
+    assert missing.status_code == 404 and b"doesn't exist or is private" in missing.content
     assert admin_client.get(reverse("gallery:event", args=[event.slug])).status_code == 200  # staff preview
 
 

@@ -78,3 +78,57 @@ def _image():
     from PIL import Image
 
     return Image.open(io.BytesIO(jpeg_bytes())).convert("RGB")
+
+
+class RecordingEngine:
+    """Stands in for a hosted engine's remote collection: records what it is told to forget."""
+
+    name = "rekognition"
+
+    def __init__(self) -> None:
+        self.forgotten: list[tuple[int, list[str]]] = []
+        self.events: list[int] = []
+
+    def forget_faces(self, *, event_id: int, external_ids: list[str]) -> None:
+        self.forgotten.append((event_id, sorted(external_ids)))
+
+    def forget_event(self, *, event_id: int) -> None:
+        self.events.append(event_id)
+
+
+def test_remote_faces_are_forgotten_by_the_engine_that_stored_them(event, pending_photo, monkeypatch, run_jobs):
+    import matching.engines
+
+    remote = RecordingEngine()
+    monkeypatch.setitem(matching.engines._engines, "rekognition", remote)
+    Face.objects.create(photo=pending_photo, left=0, top=0, width=5, height=5, engine="rekognition", external_id="f-1")
+    selfie = Selfie.objects.create(
+        event=event, consent_at=timezone.now(), image="s.jpg", engine="rekognition", external_id="s-1"
+    )
+    with run_jobs():  # the configured engine is the fake one; the faces are Rekognition's
+        selfie.delete()
+    assert remote.forgotten == [(event.pk, ["s-1"])]
+    event_id = event.pk
+    with run_jobs():
+        event.delete()
+    assert remote.events == [event_id]
+    assert (event_id, ["f-1"]) in remote.forgotten
+
+
+def test_a_failed_selfie_shows_attendees_no_internals(event, monkeypatch, run_jobs, client):
+    from django.urls import reverse
+
+    from tests.conftest import upload
+
+    def broken(**kwargs):
+        raise RuntimeError("secret internal detail arn:aws:iam::123456789012")
+
+    monkeypatch.setattr(get_engine(), "enroll_selfie", broken)
+    with run_jobs():
+        client.post(
+            reverse("gallery:selfie_upload", args=[event.slug]),
+            {"image": upload("me.jpg", jpeg_bytes()), "consent": "on"},
+        )
+    status = client.get(reverse("gallery:me_status", args=[event.slug])).json()
+    assert status["state"] == "failed" and status["error"].startswith("Something went wrong")
+    assert b"123456789012" not in client.get(reverse("gallery:me", args=[event.slug])).content
