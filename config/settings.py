@@ -7,6 +7,7 @@ with DJANGO_DEBUG=0 the unsafe defaults refuse to start (see `_check_production`
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -153,7 +154,9 @@ Q_CLUSTER = {
     "timeout": env_int("Q_TIMEOUT", 300),
     # Must exceed the timeout, or a slow task is handed to a second worker.
     "retry": env_int("Q_RETRY", 360),
-    # django-q2's default 0 retries forever; our jobs record their own failures.
+    # django-q2's default 0 retries forever. Jobs record their own failures and
+    # failures are acknowledged (ack_failures), so this bounds only deliveries of
+    # a job whose worker died without answering (ORM broker; Redis has no receipts).
     "max_attempts": env_int("Q_MAX_ATTEMPTS", 3),
     # Restart a worker process after this many tasks so dlib's memory stays bounded.
     "recycle": env_int("Q_RECYCLE", 200),
@@ -230,11 +233,11 @@ FACE_BACKEND = env("FACE_BACKEND", "dlib")
 FACE_TOLERANCE = env_float("FACE_TOLERANCE", 0.6)
 # Smallest face to find, as a share of the photo's longest side (100 px in 4000 px).
 FACE_MIN_SIZE_RATIO = env_float("FACE_MIN_SIZE_RATIO", 0.025)
-# dlib's HOG detector finds faces from ~80 px; each upsample halves that. Photos
-# are downscaled to FACE_DETECT_MAX_SIDE first; with one upsample the smallest
-# face found is ~40 px, i.e. 2.5% of 1600 px.
-FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", 1600)
 FACE_DETECT_UPSAMPLE = env_int("FACE_DETECT_UPSAMPLE", 1)
+# dlib's HOG detector finds faces from ~80 px; each upsample halves that. Photos
+# are downscaled before detection (its cost grows with pixels) to the size where
+# the smallest wanted face is still found: 80 / 2 / 0.025 = 1600 px by default.
+FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", math.ceil(80 / 2**FACE_DETECT_UPSAMPLE / FACE_MIN_SIZE_RATIO))
 FACE_MODEL = env("FACE_MODEL", "hog")
 
 AWS_REKOGNITION_REGION = env("AWS_REKOGNITION_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
@@ -291,6 +294,8 @@ LOGGING = {
     "loggers": {
         "django.server": {"level": "WARNING"},
         "django-q": {"level": env("Q_LOG_LEVEL", "WARNING")},
+        # Scanners probing with wrong Host headers are not errors worth a traceback.
+        "django.security.DisallowedHost": {"level": "CRITICAL", "propagate": False},
     },
 }
 

@@ -72,7 +72,7 @@ def photo_index(*, photo_id: int) -> str:
         )
         return "failed"
 
-    replaced: list[str] = []
+    replaced: list[tuple[str, str]] = []
     with transaction.atomic():
         updated = Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
             index_state=Photo.State.INDEXED,
@@ -87,7 +87,7 @@ def photo_index(*, photo_id: int) -> str:
             # Faces a hosted engine stored in this run belong to no row: forget them.
             jobs.enqueue_forget(photo.event_id, [f.external_id for f in found if f.external_id], engine=engine.name)
             return "superseded"
-        replaced = list(photo.faces.exclude(external_id="").values_list("external_id", flat=True))
+        replaced = list(photo.faces.exclude(external_id="").values_list("engine", "external_id"))
         photo.faces.all().delete()
         Face.objects.bulk_create(
             Face(
@@ -102,8 +102,7 @@ def photo_index(*, photo_id: int) -> str:
             )
             for face in found
         )
-    kept = {face.external_id for face in found}
-    jobs.enqueue_forget(photo.event_id, [face_id for face_id in replaced if face_id not in kept], engine=engine.name)
+    _forget_replaced(event_id=photo.event_id, replaced=replaced, kept={face.external_id for face in found})
     try:
         photo_match(photo=photo)
     except Exception:
@@ -112,6 +111,23 @@ def photo_index(*, photo_id: int) -> str:
         logger.exception("re-matching photo %s failed", photo_id, extra={"photo_id": photo_id})
         return "indexed-unmatched"
     return "indexed"
+
+
+def _forget_replaced(*, event_id: int, replaced: list[tuple[str, str]], kept: set[str]) -> None:
+    """Queue forgetting remote faces no longer referenced, each by the engine that stored it."""
+    by_engine: dict[str, list[str]] = {}
+    for engine_name, external_id in replaced:
+        if external_id not in kept:
+            by_engine.setdefault(engine_name, []).append(external_id)
+    for engine_name, external_ids in by_engine.items():
+        jobs.enqueue_forget(event_id, external_ids, engine=engine_name)
+
+
+def photo_index_abandon(*, photo_id: int, reason: str) -> None:
+    """Record that an index job was stopped from outside (timeout) before it could finish."""
+    Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
+        index_state=Photo.State.FAILED, index_error=reason, claimed_at=None
+    )
 
 
 def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> None:
@@ -145,10 +161,20 @@ def _matches_upsert(matches: list[Match]) -> None:
     )
 
 
-def event_reindex(*, event: Event | None = None, failed_only: bool = False) -> int:
-    """Queue photos for indexing again (all, or only the failed ones). Returns how many."""
+def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuck_only: bool = False) -> int:
+    """Queue photos for indexing again: all, the failed ones, or the stuck ones. Returns how many.
+
+    Stuck: still pending, or claimed by a worker, longer than Q_RETRY; their job
+    was lost (a broker restart, a worker killed without answering).
+    """
     photos = Photo.objects.all() if event is None else event.photos.all()
-    photos = photos.filter(index_state=Photo.State.FAILED) if failed_only else photos
+    if failed_only:
+        photos = photos.filter(index_state=Photo.State.FAILED)
+    if stuck_only:
+        photos = photos.filter(
+            Q(index_state=Photo.State.PENDING, created_at__lt=_stale_before())
+            | Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
+        )
     return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
 
 
@@ -185,6 +211,12 @@ def selfie_match(*, selfie_id: int) -> str:
             face = engine.enroll_selfie(selfie=selfie, image=image)
             if face is None:
                 raise ImageProblem(NO_FACE_MESSAGE)
+            # Re-enrolled with another engine: the old remote face goes.
+            _forget_replaced(
+                event_id=selfie.event_id,
+                replaced=[(selfie.engine, selfie.external_id)] if selfie.external_id else [],
+                kept={face.external_id},
+            )
             selfie.embedding = face.embedding.tobytes() if face.embedding is not None else b""
             selfie.external_id = face.external_id
             selfie.engine = engine.name
@@ -214,6 +246,13 @@ def selfie_match(*, selfie_id: int) -> str:
         Match.objects.filter(selfie_id=selfie_id).exclude(photo_id__in=found).delete()
         _matches_upsert([Match(selfie_id=selfie_id, photo_id=photo_id, distance=d) for photo_id, d in found.items()])
     return "done"
+
+
+def selfie_match_abandon(*, selfie_id: int) -> None:
+    """Record that a match job was stopped from outside (timeout) before it could finish."""
+    Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
+        match_state=Selfie.State.FAILED, match_error=SELFIE_FAILED_MESSAGE, claimed_at=None
+    )
 
 
 def event_rematch(*, event: Event | None = None) -> int:

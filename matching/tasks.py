@@ -6,6 +6,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from django.conf import settings
+from django_q.exceptions import TimeoutException
+
 from matching import services
 from matching.engines import get_engine
 
@@ -32,11 +35,25 @@ def _run(job: str, func: Callable[..., str], job_id: str, **ids: int) -> str:
 
 
 def photo_index_task(photo_id: int, job_id: str = "") -> str:
-    return _run("photo_index", services.photo_index, job_id, photo_id=photo_id)
+    try:
+        return _run("photo_index", services.photo_index, job_id, photo_id=photo_id)
+    except TimeoutException:
+        # django-q2 raises this (a SystemExit) past Q_TIMEOUT; without recording
+        # it the photo would stay "processing" for good.
+        services.photo_index_abandon(photo_id=photo_id, reason=_timeout_reason())
+        raise
 
 
 def selfie_match_task(selfie_id: int, job_id: str = "") -> str:
-    return _run("selfie_match", services.selfie_match, job_id, selfie_id=selfie_id)
+    try:
+        return _run("selfie_match", services.selfie_match, job_id, selfie_id=selfie_id)
+    except TimeoutException:
+        services.selfie_match_abandon(selfie_id=selfie_id)
+        raise
+
+
+def _timeout_reason() -> str:
+    return f"Indexing took longer than Q_TIMEOUT ({settings.Q_CLUSTER['timeout']} s); try `reindex --failed`."
 
 
 def faces_forget_task(event_id: int, external_ids: list[str], engine: str, job_id: str = "") -> None:

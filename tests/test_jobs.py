@@ -132,3 +132,46 @@ def test_a_failed_selfie_shows_attendees_no_internals(event, monkeypatch, run_jo
     status = client.get(reverse("gallery:me_status", args=[event.slug])).json()
     assert status["state"] == "failed" and status["error"].startswith("Something went wrong")
     assert b"123456789012" not in client.get(reverse("gallery:me", args=[event.slug])).content
+
+
+def test_a_timed_out_job_is_recorded_not_left_processing(pending_photo, monkeypatch):
+    from django_q.exceptions import TimeoutException
+
+    from matching import tasks
+
+    def too_slow(**kwargs):
+        Photo.objects.filter(pk=pending_photo.pk).update(index_state=Photo.State.PROCESSING)
+        raise TimeoutException("timed out")  # what django-q2 raises in the worker past Q_TIMEOUT
+
+    monkeypatch.setattr(matching_services, "photo_index", too_slow)
+    with pytest.raises(TimeoutException):
+        tasks.photo_index_task(pending_photo.pk)
+    pending_photo.refresh_from_db()
+    assert pending_photo.index_state == Photo.State.FAILED and "Q_TIMEOUT" in pending_photo.index_error
+
+
+def test_reindex_stuck_requeues_only_lost_jobs(event, pending_photo, settings, run_jobs, capsys):
+    from django.core.management import call_command
+
+    services.photo_import(event=event, name="b.jpg", fileobj=io.BytesIO(jpeg_bytes((1, 200, 1))))
+    old = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"] + 5)
+    Photo.objects.filter(pk=pending_photo.pk).update(created_at=old)  # queued long ago, never ran
+    with run_jobs():
+        call_command("reindex", event.slug, "--stuck")
+    assert "Queued 1 stuck photos" in capsys.readouterr().out
+    states = dict(Photo.objects.values_list("original_name", "index_state"))
+    assert states == {"a.jpg": Photo.State.INDEXED, "b.jpg": Photo.State.PENDING}
+
+
+def test_switching_engines_forgets_the_old_remote_selfie_face(event, monkeypatch, run_jobs):
+    import matching.engines
+    from tests.conftest import upload
+
+    remote = RecordingEngine()
+    monkeypatch.setitem(matching.engines._engines, "rekognition", remote)
+    selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
+    Selfie.objects.filter(pk=selfie.pk).update(engine="rekognition", external_id="old-face")
+    assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"  # now enrolled with the fake engine
+    selfie.refresh_from_db()
+    assert (selfie.engine, selfie.external_id) == ("fake", "") and selfie.embedding
+    assert remote.forgotten == [(event.pk, ["old-face"])]

@@ -12,14 +12,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", nargs="?", help="The event's slug (default: every event).")
         parser.add_argument("--failed", action="store_true", help="Only photos whose indexing failed.")
+        parser.add_argument(
+            "--stuck",
+            action="store_true",
+            help="Only photos pending or processing for longer than Q_RETRY (lost jobs).",
+        )
 
-    def handle(self, *args: object, slug: str | None, failed: bool, **options: object) -> None:
+    def handle(self, *args: object, slug: str | None, failed: bool, stuck: bool, **options: object) -> None:
         event = None
         if slug:
             event = Event.objects.filter(slug=slug).first()
             if event is None:
                 raise CommandError(f"No event with the slug {slug!r}.")
-        count = services.event_reindex(event=event, failed_only=failed)
+        count = services.event_reindex(event=event, failed_only=failed, stuck_only=stuck)
         scope = f"event {slug}" if slug else "all events"
-        kind = "failed photos" if failed else "photos"
+        kind = (
+            " and ".join(word for word, on in (("failed", failed), ("stuck", stuck)) if on) + " photos"
+            if failed or stuck
+            else "photos"
+        )
         self.stdout.write(self.style.SUCCESS(f"Queued {count} {kind} of {scope} for indexing."))
