@@ -171,7 +171,8 @@ def test_switching_engines_forgets_the_old_remote_selfie_face(event, monkeypatch
     monkeypatch.setitem(matching.engines._engines, "rekognition", remote)
     selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
     Selfie.objects.filter(pk=selfie.pk).update(engine="rekognition", external_id="old-face")
-    assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"  # now enrolled with the fake engine
+    with run_jobs():
+        assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"  # now enrolled with the fake engine
     selfie.refresh_from_db()
     assert (selfie.engine, selfie.external_id) == ("fake", "") and selfie.embedding
     assert remote.forgotten == [(event.pk, ["old-face"])]
