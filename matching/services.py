@@ -255,9 +255,14 @@ def selfie_match_abandon(*, selfie_id: int) -> None:
     )
 
 
-def event_rematch(*, event: Event | None = None) -> int:
-    """Queue every selfie (of one event, or all) to be matched again. Returns how many."""
+def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> int:
+    """Queue every selfie (of one event, or all; or only stuck ones) to be matched again. Returns how many."""
     selfies = Selfie.objects.all() if event is None else event.selfies.all()
+    if stuck_only:
+        selfies = selfies.filter(
+            Q(match_state=Selfie.State.PENDING, created_at__lt=_stale_before())
+            | Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
+        )
     with transaction.atomic():
         ids = list(selfies.values_list("id", flat=True))
         Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)

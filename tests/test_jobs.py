@@ -176,3 +176,19 @@ def test_switching_engines_forgets_the_old_remote_selfie_face(event, monkeypatch
     selfie.refresh_from_db()
     assert (selfie.engine, selfie.external_id) == ("fake", "") and selfie.embedding
     assert remote.forgotten == [(event.pk, ["old-face"])]
+
+
+def test_rematch_stuck_requeues_only_lost_selfie_jobs(event, settings, run_jobs, capsys):
+    from django.core.management import call_command
+
+    from tests.conftest import upload
+
+    lost = services.selfie_create(event=event, upload=upload("a.jpg", jpeg_bytes()), consent=True)
+    fresh = services.selfie_create(event=event, upload=upload("b.jpg", jpeg_bytes((1, 1, 200))), consent=True)
+    old = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"] + 5)
+    Selfie.objects.filter(pk=lost.pk).update(match_state=Selfie.State.MATCHING, claimed_at=old)
+    with run_jobs():
+        call_command("rematch", event.slug, "--stuck")
+    assert "Queued 1 stuck selfies" in capsys.readouterr().out
+    states = dict(Selfie.objects.values_list("pk", "match_state"))
+    assert states == {lost.pk: Selfie.State.DONE, fresh.pk: Selfie.State.PENDING}

@@ -11,14 +11,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", nargs="?", help="The event's slug (default: every event).")
+        parser.add_argument(
+            "--stuck", action="store_true", help="Only selfies pending or matching for longer than Q_RETRY (lost jobs)."
+        )
 
-    def handle(self, *args: object, slug: str | None, **options: object) -> None:
+    def handle(self, *args: object, slug: str | None, stuck: bool, **options: object) -> None:
         event = None
         if slug:
             event = Event.objects.filter(slug=slug).first()
             if event is None:
                 raise CommandError(f"No event with the slug {slug!r}.")
-        count = services.event_rematch(event=event)
+        count = services.event_rematch(event=event, stuck_only=stuck)
+        scope = f"event {slug}" if slug else "all events"
         self.stdout.write(
-            self.style.SUCCESS(f"Queued {count} selfies of {f'event {slug}' if slug else 'all events'} for matching.")
+            self.style.SUCCESS(f"Queued {count} {'stuck ' if stuck else ''}selfies of {scope} for matching.")
         )
