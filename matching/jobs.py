@@ -33,7 +33,10 @@ def enqueue(func: str, *args: object, group: str | None = None) -> None:
 
         async_task(func, *args, job_id=job_id, group=group, task_name=name)
 
-    transaction.on_commit(send)
+    # robust: the rows are committed either way; a broker outage must not turn
+    # the attendee's upload into an error page. The row stays pending and
+    # `reindex --stuck` / `rematch --stuck` queue it again later.
+    transaction.on_commit(send, robust=True)
 
 
 def enqueue_photo_index(photo_id: int, *, event_id: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from datetime import timedelta
 
 import pytest
@@ -192,3 +193,28 @@ def test_rematch_stuck_requeues_only_lost_selfie_jobs(event, settings, run_jobs,
     assert "Queued 1 stuck selfies" in capsys.readouterr().out
     states = dict(Selfie.objects.values_list("pk", "match_state"))
     assert states == {lost.pk: Selfie.State.DONE, fresh.pk: Selfie.State.PENDING}
+
+
+def test_a_broker_outage_does_not_break_the_upload(transactional_db, settings, monkeypatch, client, caplog):
+    import django_q.tasks
+    from django.urls import reverse
+
+    from gallery.models import Event
+    from tests.conftest import upload
+
+    # transactional_db: the request commits for real, so the queueing callback runs in it.
+    event = Event.objects.create(name="Outage", slug="outage")
+    settings.JOBS_SYNC = False
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(django_q.tasks, "async_task", broker_down)
+    with caplog.at_level(logging.ERROR):
+        response = client.post(
+            reverse("gallery:selfie_upload", args=[event.slug]),
+            {"image": upload("me.jpg", jpeg_bytes()), "consent": "on"},
+        )
+    assert response.status_code == 302
+    assert Selfie.objects.get().match_state == Selfie.State.PENDING  # kept; `rematch --stuck` requeues it
+    assert any("Redis is down" in str(r.exc_info) for r in caplog.records if r.exc_info)
