@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -83,13 +84,18 @@ def run_jobs(django_capture_on_commit_callbacks) -> Callable:
 # --- A real qcluster process ----------------------------------------------------------
 
 
+CLUSTER_APP = "trouvaille-test-qcluster"
+
+
 def database_url() -> str:
     """The URL of the database the tests are using right now (the test database)."""
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    # Named, so teardown can wait for exactly these sessions to end.
+    host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    return f"postgres://{auth}@{host}/{db['NAME']}?application_name={CLUSTER_APP}"
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -137,15 +143,36 @@ def qcluster(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..
     yield start
     for process in processes:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            # One SIGTERM to the main process only, as systemd's KillMode=mixed
+            # does: it stops its workers itself. Signalling the whole group
+            # interrupts that shutdown and can leave the main process hanging.
+            process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                process.kill()
                 process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # anything left of that cluster
     if log.exists():
         sys.stderr.write(log.read_text()[-4000:])
+    _wait_for_other_sessions_to_end()
     connection.close()
+
+
+def _wait_for_other_sessions_to_end() -> None:
+    """PostgreSQL ends a killed client's session asynchronously; the test database
+    can only be dropped at the end of the run once the cluster's sessions are gone."""
+    if connection.vendor != "postgresql":
+        return
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
+
+    def alone() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(query, [CLUSTER_APP])
+            return cursor.fetchone()[0] == 0
+
+    wait_for(alone, timeout=15, what="the qcluster's database sessions to end")
 
 
 def corrupt_jpeg() -> bytes:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -54,6 +55,10 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+        # ORM calls made while Playwright's loop runs use their own connections
+        # (Django sees an async context); close them here, in that context, or
+        # they keep the PostgreSQL test database from being dropped.
+        connections.close_all()
 
 
 def shoot(page: Page, name: str) -> None:

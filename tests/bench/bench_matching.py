@@ -93,6 +93,7 @@ def timed(func, repeat: int) -> tuple[list[float], object]:
     """Run func `repeat` times; milliseconds per run and the last result."""
     samples, result = [], None
     for _ in range(repeat):
+        result = None  # free the previous run's arrays first, as a worker would
         started = time.perf_counter()
         result = func()
         samples.append((time.perf_counter() - started) * 1000)
