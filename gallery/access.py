@@ -61,6 +61,14 @@ def selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:
     return Selfie.objects.filter(event=event, token=token).first()
 
 
+def selfie_by_token(event: Event, token: str) -> Selfie:
+    """The selfie a private link's token names, or 404 (wrong event, wrong or deleted token)."""
+    selfie = Selfie.objects.filter(event=event, token=token).first()
+    if selfie is None:
+        raise Http404("No such link.")
+    return selfie
+
+
 def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int) -> Photo:
     """A photo of the event that this visitor's selfie matched, or 404."""
     selfie = selfie_for_attendee(request, event)

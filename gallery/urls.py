@@ -11,6 +11,7 @@ urlpatterns = [
     path("e/<slug:slug>/me/", views.me, name="me"),
     path("e/<slug:slug>/me/status", views.me_status, name="me_status"),
     path("e/<slug:slug>/me/forget", views.me_forget, name="me_forget"),
+    path("e/<slug:slug>/me/<str:token>/", views.me_resume, name="me_resume"),
     path("e/<slug:slug>/photos/<int:photo_id>/thumbnail.jpg", views.photo_thumbnail, name="photo_thumbnail"),
     path("e/<slug:slug>/photos/<int:photo_id>/", views.photo_view, name="photo_view"),
     path("e/<slug:slug>/photos/<int:photo_id>/download", views.photo_download, name="photo_download"),

@@ -12,6 +12,7 @@ from django.core.files.storage import FileSystemStorage
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -90,6 +91,7 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
         "photos": photos,
         "working": working,
         "pending_photos": pending_photos,
+        "private_link": request.build_absolute_uri(reverse("gallery:me_resume", args=[event.slug, selfie.token])),
         # Refresh while matching runs, and while new photos are still being indexed.
         "refresh_seconds": 2 if working else (15 if pending_photos else 0),
     }
@@ -111,6 +113,17 @@ def me_status(request: HttpRequest, slug: str) -> JsonResponse:
             "error": selfie.match_error if selfie.match_state == Selfie.State.FAILED else "",
         }
     )
+
+
+@require_GET
+def me_resume(request: HttpRequest, slug: str, token: str) -> HttpResponse:
+    """The attendee's private link: their photos again, on any device, without a new selfie."""
+    event = access.event_for_attendee(request, slug)
+    selfie = access.selfie_by_token(event, token)
+    # The link stands for the code too: only someone who got past it was given one.
+    access.event_unlock(request, event)
+    access.selfie_remember(request, selfie)
+    return redirect("gallery:me", slug=event.slug)
 
 
 @require_POST

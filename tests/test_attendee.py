@@ -212,3 +212,27 @@ def test_wrong_methods_are_refused(client, event):
 
 def test_home_page(client):
     assert client.get("/").status_code == 200
+
+
+def test_the_private_link_brings_an_attendee_back_on_another_device(client, event, photos, run_jobs):
+    event.access_code = "Sunset-42"
+    event.save()
+    client.post(reverse("gallery:event", args=[event.slug]), {"code": "Sunset-42"})
+    with run_jobs():
+        post_selfie(client, event)
+    page = client.get(reverse("gallery:me", args=[event.slug])).content.decode()
+    selfie = Selfie.objects.get()
+    link = reverse("gallery:me_resume", args=[event.slug, selfie.token])
+    assert link in page
+
+    other_device = Client()
+    response = other_device.get(link)
+    assert response.status_code == 302 and response["Location"] == reverse("gallery:me", args=[event.slug])
+    assert b"We found you in 2 photos" in other_device.get(response["Location"]).content
+
+    # A wrong token, or the right token under another event, opens nothing.
+    other = Event.objects.create(name="Other", slug="other")
+    stranger = Client()
+    assert stranger.get(reverse("gallery:me_resume", args=[event.slug, "x" * 43])).status_code == 404
+    assert stranger.get(reverse("gallery:me_resume", args=[other.slug, selfie.token])).status_code == 404
+    assert stranger.get(reverse("gallery:me", args=[event.slug]))["Location"] == f"/e/{event.slug}/"
