@@ -37,6 +37,15 @@ def _stale_before() -> timezone.datetime:
     return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"])
 
 
+def _claim(model: type[Photo | Selfie], pk: int, *, state: str, error: str, working: str) -> bool:
+    """Take a pending row (or one whose claim was abandoned) for this job, atomically.
+
+    One conditional UPDATE: of two workers given the same job, exactly one wins.
+    """
+    takeable = Q(**{state: "pending"}) | Q(**{state: working, "claimed_at__lt": _stale_before()})
+    return bool(model.objects.filter(takeable, pk=pk).update(**{state: working, error: ""}, claimed_at=timezone.now()))
+
+
 def _explain(exc: Exception) -> str:
     if isinstance(exc, ImageProblem):
         return str(exc)
@@ -48,14 +57,7 @@ def _explain(exc: Exception) -> str:
 
 def photo_index(*, photo_id: int) -> str:
     """Find and store the faces of one photo, then match it against the event's selfies."""
-    claimed = (
-        Photo.objects.filter(pk=photo_id)
-        .filter(
-            Q(index_state=Photo.State.PENDING) | Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
-        )
-        .update(index_state=Photo.State.PROCESSING, claimed_at=timezone.now(), index_error="")
-    )
-    if not claimed:
+    if not _claim(Photo, photo_id, state="index_state", error="index_error", working=Photo.State.PROCESSING):
         return "skipped"
     photo = Photo.objects.select_related("event").get(pk=photo_id)
     engine = get_engine()
@@ -193,14 +195,7 @@ def photos_reindex(*, photo_ids: list[int]) -> int:
 
 def selfie_match(*, selfie_id: int) -> str:
     """Find the selfie's face (once) and record every photo of the event that shows it."""
-    claimed = (
-        Selfie.objects.filter(pk=selfie_id)
-        .filter(
-            Q(match_state=Selfie.State.PENDING) | Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
-        )
-        .update(match_state=Selfie.State.MATCHING, claimed_at=timezone.now(), match_error="")
-    )
-    if not claimed:
+    if not _claim(Selfie, selfie_id, state="match_state", error="match_error", working=Selfie.State.MATCHING):
         return "skipped"
     selfie = Selfie.objects.get(pk=selfie_id)
     engine = get_engine()
