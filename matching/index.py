@@ -2,8 +2,10 @@
 
 A selfie is compared with every indexed face of its event in one vectorised
 distance computation. The matrix is cached per worker process and rebuilt when
-the event's set of faces changes (face ids only grow, so count + max id is a
-cheap, exact change signal).
+the event's indexed photos change: a photo's faces are replaced in the same
+transaction that sets its index state, face count and indexed_at, and reindexing
+or deleting a photo changes the count, so (photos, faces, last indexed_at) read
+from the Photo rows is a cheap change signal that never reads the Face rows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Sum
 
 from gallery.models import Face, Photo, Selfie
 
@@ -22,7 +24,8 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 _CACHE_EVENTS = 8
-_cache: OrderedDict[tuple[int, str], tuple[tuple[int, int | None], NDArray[np.int64], NDArray[np.float32]]] = (
+# (event, engine) -> (version, photo id per face, faces x dims matrix, squared norm per face)
+_cache: OrderedDict[tuple[int, str], tuple[tuple, NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]] = (
     OrderedDict()
 )
 _cache_lock = Lock()
@@ -34,28 +37,42 @@ def _event_faces(event_id: int, engine: str):
     )
 
 
-def event_matrix(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """(photo id per face, faces x dims matrix) for the event's indexed faces."""
-    faces = _event_faces(event_id, engine)
-    version = tuple(faces.aggregate(n=Count("id"), last=Max("id")).values())
+def _event_version(event_id: int) -> tuple:
+    # The (event, index_state) index of Photo answers this without touching the
+    # Face rows, whose embeddings make a scan of them slow (~100 ms at 300k faces).
+    photos = Photo.objects.filter(event_id=event_id, index_state=Photo.State.INDEXED)
+    return tuple(photos.aggregate(n=Count("id"), faces=Sum("face_count"), last=Max("indexed_at")).values())
+
+
+def _event_index(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]:
+    """(photo id per face, faces x dims matrix, squared norm per face), cached per process."""
+    version = _event_version(event_id)
     key = (event_id, engine)
     with _cache_lock:
         cached = _cache.get(key)
         if cached and cached[0] == version:
             _cache.move_to_end(key)
-            return cached[1], cached[2]
-    rows = list(faces.values_list("photo_id", "embedding"))
+            return cached[1], cached[2], cached[3]
+    rows = list(_event_faces(event_id, engine).values_list("photo_id", "embedding"))
     photo_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    # One copy of the joined bytes: several times faster than np.stack of one array per row.
     matrix = (
-        np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+        np.frombuffer(b"".join([row[1] for row in rows]), dtype=np.float32).reshape(len(rows), -1)
         if rows
         else np.empty((0, 128), dtype=np.float32)
     )
+    norms = np.einsum("ij,ij->i", matrix, matrix)
     with _cache_lock:
-        _cache[key] = (version, photo_ids, matrix)
+        _cache[key] = (version, photo_ids, matrix, norms)
         _cache.move_to_end(key)
         while len(_cache) > _CACHE_EVENTS:
             _cache.popitem(last=False)
+    return photo_ids, matrix, norms
+
+
+def event_matrix(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """(photo id per face, faces x dims matrix) for the event's indexed faces."""
+    photo_ids, matrix, _ = _event_index(event_id, engine)
     return photo_ids, matrix
 
 
@@ -73,10 +90,14 @@ def _best_per_key(keys: NDArray[np.int64], distances: NDArray[np.floating], tole
 def photos_near(*, event_id: int, engine: str, probe: np.ndarray, tolerance: float | None = None) -> dict[int, float]:
     """Photo id -> best distance for every photo with a face near the probe."""
     tolerance = settings.FACE_TOLERANCE if tolerance is None else tolerance
-    photo_ids, matrix = event_matrix(event_id, engine)
+    photo_ids, matrix, norms = _event_index(event_id, engine)
     if not len(photo_ids):
         return {}
-    distances = np.linalg.norm(matrix - probe.astype(np.float32), axis=1)
+    probe = probe.astype(np.float32)
+    # |m - p|^2 = |m|^2 - 2 m.p + |p|^2: one matrix-vector product and no faces x dims
+    # temporary (matrix - probe), ~10x faster than np.linalg.norm at 100k+ faces.
+    squared = norms - 2 * (matrix @ probe) + probe.dot(probe)
+    distances = np.sqrt(np.maximum(squared, 0, out=squared), out=squared)
     return _best_per_key(photo_ids, distances, tolerance)
 
 
