@@ -13,6 +13,7 @@ from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -75,6 +76,12 @@ def _pending_photos(selfie: Selfie) -> int:
     ).count()
 
 
+def _refresh_seconds(selfie: Selfie, *, working: bool, pending_photos: int) -> int:
+    if working:
+        return 2 if (timezone.now() - selfie.created_at).total_seconds() < 30 else 5
+    return 15 if pending_photos else 0
+
+
 @never_cache
 def me(request: HttpRequest, slug: str) -> HttpResponse:
     event = access.event_for_attendee(request, slug)
@@ -92,8 +99,9 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
         "working": working,
         "pending_photos": pending_photos,
         "private_link": request.build_absolute_uri(reverse("gallery:me_resume", args=[event.slug, selfie.token])),
-        # Refresh while matching runs, and while new photos are still being indexed.
-        "refresh_seconds": 2 if working else (15 if pending_photos else 0),
+        # Refresh while matching runs (less often after 30 s, to leave CPU to the
+        # workers when many wait at once) and while new photos are being indexed.
+        "refresh_seconds": _refresh_seconds(selfie, working=working, pending_photos=pending_photos),
     }
     return render(request, "gallery/me.html", context)
 

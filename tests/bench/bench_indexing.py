@@ -1,6 +1,6 @@
 """Benchmark: dlib indexing throughput on the bundled real photos.
 
-Run from the project root (not collected by pytest; takes ~2-4 minutes on 2 cores):
+Run from the project root (not collected by pytest; takes ~1.5-3 minutes on 2 cores):
 
     .venv/bin/python -m tests.bench.bench_indexing
     .venv/bin/python -m tests.bench.bench_indexing --other-side 1024 --rounds 2 --json /tmp/indexing.json
@@ -18,7 +18,10 @@ What it measures (each in a fresh worker-like process: Django set up, dlib loade
    480 px), and `detect` at the default size and at the other size.
 3. The same default-size workloads in 2 processes at once (like Q_WORKERS=2), for
    the real 2-worker throughput on this machine; photos/hour = photos / wall time.
-4. Peak RSS of each worker process: resource.getrusage(RUSAGE_SELF).ru_maxrss,
+4. Selfie enrolment: the people photos stored as the selfie view stores them
+   (<= SELFIE_MAX_SIDE, JPEG q85), `detect` with the configured upsampling vs.
+   none (faces found, CPU, how far the two embeddings are apart).
+5. Peak RSS of each worker process: resource.getrusage(RUSAGE_SELF).ru_maxrss,
    and the RSS once dlib's models are loaded.
 
 Every row also gives the CPU time per photo (time.process_time: what a photo costs
@@ -131,6 +134,44 @@ def child(task: dict, barrier, results) -> None:
                         "faces": len(faces),
                     }
                 )
+    elif task["kind"] == "selfie":
+        import numpy as np
+
+        selfies = []
+        for name in task["photos"]:
+            with open(SAMPLES / name, "rb") as handle:
+                stored = jpeg_file(load_rgb(handle, draft_side=task["selfie_side"]), max_side=task["selfie_side"])
+            selfies.append((name, load_rgb(stored)))
+        engine.detect(selfies[0][1])
+        meter = BusyMeter()
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        configured = engine.upsample
+        for name, image in selfies:
+            found = {}
+            for upsample in (configured, 0):
+                engine.upsample = upsample
+                c0 = time.process_time()
+                faces = engine.detect(image)
+                found[upsample] = ((time.process_time() - c0) * 1000, faces)
+            engine.upsample = configured
+            (cpu_configured, faces_configured), (cpu_none, faces_none) = found[configured], found[0]
+            apart = None
+            if faces_configured and faces_none:
+                a = max(faces_configured, key=lambda face: face.area).embedding
+                b = max(faces_none, key=lambda face: face.area).embedding
+                apart = float(np.linalg.norm(a - b))
+            records.append(
+                {
+                    "photo": name,
+                    "size": list(image.size),
+                    "ms": cpu_configured,
+                    "cpu_ms": cpu_configured,
+                    "cpu_ms_no_upsample": cpu_none,
+                    "faces": len(faces_configured),
+                    "faces_no_upsample": len(faces_none),
+                    "embedding_distance": apart,
+                }
+            )
     else:  # "job": decode + served copies + detect, from JPEG bytes, like photo_index minus the database
         blobs = [(name, Path(path).read_bytes()) for name, path in task["files"]]
         if barrier is not None:
@@ -308,6 +349,16 @@ def print_tables(result: dict) -> None:
                 f"{row['photos_per_hour']:,} | {row['cpu_per_wall']} | {row['other_processes_cores']} | "
                 f"{row['maxrss_mb']} |"
             )
+    sel = result.get("selfies")
+    if sel:
+        print("\n## Selfie enrolment: detect() on stored selfies (<= SELFIE_MAX_SIDE), 1 process\n")
+        print("| upsample | CPU ms/selfie | selfies with a face | largest embedding shift vs. configured |")
+        print("|---:|---:|---:|---:|")
+        print(f"| {sel['upsample']} (configured) | {sel['cpu_mean_ms']} | {sel['found']}/{sel['photos']} | - |")
+        print(
+            f"| 0 | {sel['cpu_mean_ms_no_upsample']} | {sel['found_no_upsample']}/{sel['photos']} | "
+            f"{sel['max_embedding_distance']} |"
+        )
     print(
         f"\nworker RSS with dlib loaded: {result['rss_engine_mb']} MB; dlib load time "
         f"{result['engine_load_s']} s; load average start {result['loadavg_start']}, end {result['loadavg_end']}"
@@ -363,6 +414,33 @@ def main() -> None:
                 row = describe(f"24 MP job CPU max_side={side}", run(task, processes))
                 row.update(max_side=side, workload="24 MP photos, decode + copies + detect")
                 result["camera"].append(row)
+    task = {
+        "kind": "selfie",
+        "max_side": default_side,
+        "rounds": 1,
+        "photos": [name for name in photos if name.startswith("people/")],
+        "selfie_side": settings.SELFIE_MAX_SIDE,
+    }
+    wait_quiet(args.wait_quiet)
+    out = run(task)[0]
+    records = out["records"]
+    result["selfies"] = {
+        "photos": len(records),
+        "upsample": settings.FACE_DETECT_UPSAMPLE,
+        "cpu_mean_ms": round(statistics.fmean(r["cpu_ms"] for r in records), 1),
+        "cpu_mean_ms_no_upsample": round(statistics.fmean(r["cpu_ms_no_upsample"] for r in records), 1),
+        "found": sum(1 for r in records if r["faces"]),
+        "found_no_upsample": sum(1 for r in records if r["faces_no_upsample"]),
+        "max_embedding_distance": round(max(r["embedding_distance"] or 0 for r in records), 3),
+        "other_processes_cores": round(max(0.0, out["machine_busy_cores"] - out["cpu_s"] / out["wall_s"]), 2),
+    }
+    sel = result["selfies"]
+    print(
+        f"  selfie enrolment ({sel['photos']} people photos stored as selfies): upsample {sel['upsample']} "
+        f"{sel['cpu_mean_ms']} ms CPU, upsample 0 {sel['cpu_mean_ms_no_upsample']} ms CPU; faces found "
+        f"{sel['found']} vs {sel['found_no_upsample']}; largest embedding shift {sel['max_embedding_distance']}",
+        flush=True,
+    )
     first = result["samples"][0]
     result["rss_engine_mb"] = first["rss_engine_mb"]
     result["engine_load_s"] = first["engine_load_s"]

@@ -1,11 +1,12 @@
 """Load test: N attendees at once against gunicorn + a real qcluster with dlib.
 
-Run from the project root (not collected by pytest; about 2-2.5 minutes per backend):
+Run from the project root (not collected by pytest; ~30-40 s per backend with 100 attendees,
+at most --budget seconds, 300 by default):
 
-    .venv/bin/python -m tests.load.load_attendees                       # SQLite, 100 attendees
-    .venv/bin/python -m tests.load.load_attendees --backends postgres   # PostgreSQL + Redis
-    .venv/bin/python -m tests.load.load_attendees --backends sqlite,postgres --json /tmp/load.json
-    .venv/bin/python -m tests.load.load_attendees --attendees 20 --keep  # keep the temp dir and logs
+    .venv/bin/python -m tests.load.load_attendees                       # 100 attendees: SQLite, then PostgreSQL + Redis
+    .venv/bin/python -m tests.load.load_attendees --backends sqlite --with-import --json /tmp/load.json
+    .venv/bin/python -m tests.load.load_attendees --attendees 300 --budget 400
+    .venv/bin/python -m tests.load.load_attendees --attendees 20 --backends sqlite --keep  # keep temp dir + logs
 
 For each backend, on loopback only, everything temporary:
 
@@ -59,7 +60,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.bench.machine import BusyMeter
+from tests.bench.machine import BusyMeter, busy_cores
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = ROOT / ".venv" / "bin" / "python"
@@ -491,6 +492,7 @@ def run_backend(backend: str, args: argparse.Namespace, budget_end: float) -> di
             + " ...",
             flush=True,
         )
+        report["machine_busy_cores_before"] = busy_cores(1.0)  # the idle stack plus everything else
         meter = BusyMeter()
         client0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
@@ -616,7 +618,8 @@ def print_report(report: dict) -> None:
             f"\nselfie POST -> done: n={done['n']}, p50 {done['p50']} s, p95 {done['p95']} s, max {done['max']} s; "
             f"final states {report['final_states']}; thumbnails fetched {report['thumbnails_ok']}; "
             f"phase {report['phase_s']} s; machine busy {report['machine_busy_cores']} cores "
-            f"(this load generator: {report['client_cpu_s']} CPU s)"
+            f"(before the burst {report['machine_busy_cores_before']}; "
+            f"this load generator: {report['client_cpu_s']} CPU s)"
         )
         if report.get("import_during"):
             print(f"organizer import during the burst: {report['import_during']}")
