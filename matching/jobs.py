@@ -39,6 +39,20 @@ def enqueue(func: str, *args: object, group: str | None = None) -> None:
     transaction.on_commit(send, robust=True)
 
 
+def waiting() -> int:
+    """Jobs queued and not yet finished, as far as the broker can tell.
+
+    The ORM broker also counts jobs a cluster has fetched but not acknowledged;
+    Redis only knows its list (a cluster's few prefetched jobs are invisible).
+    """
+    if settings.JOBS_SYNC:
+        return 0
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+    return (broker.queue_size() or 0) + (broker.lock_size() or 0)
+
+
 def enqueue_photo_index(photo_id: int, *, event_id: int) -> None:
     enqueue("matching.tasks.photo_index_task", photo_id, group=f"event-{event_id}-index")
 

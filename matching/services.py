@@ -166,17 +166,18 @@ def _matches_upsert(matches: list[Match]) -> None:
 def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuck_only: bool = False) -> int:
     """Queue photos for indexing again: all, the failed ones, or the stuck ones. Returns how many.
 
-    Stuck: still pending, or claimed by a worker, longer than Q_RETRY; their job
-    was lost (a broker restart, a worker killed without answering).
+    Stuck: claimed by a worker longer than Q_RETRY ago, or pending that long while
+    the queue is empty; their job was lost (a broker restart, a worker killed
+    without answering). While jobs still wait, a pending photo is just queued.
     """
     photos = Photo.objects.all() if event is None else event.photos.all()
     if failed_only:
         photos = photos.filter(index_state=Photo.State.FAILED)
     if stuck_only:
-        photos = photos.filter(
-            Q(index_state=Photo.State.PENDING, created_at__lt=_stale_before())
-            | Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
-        )
+        stuck = Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
+        if not jobs.waiting():
+            stuck |= Q(index_state=Photo.State.PENDING, created_at__lt=_stale_before())
+        photos = photos.filter(stuck)
     return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
 
 
@@ -254,10 +255,10 @@ def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> in
     """Queue every selfie (of one event, or all; or only stuck ones) to be matched again. Returns how many."""
     selfies = Selfie.objects.all() if event is None else event.selfies.all()
     if stuck_only:
-        selfies = selfies.filter(
-            Q(match_state=Selfie.State.PENDING, created_at__lt=_stale_before())
-            | Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
-        )
+        stuck = Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
+        if not jobs.waiting():
+            stuck |= Q(match_state=Selfie.State.PENDING, created_at__lt=_stale_before())
+        selfies = selfies.filter(stuck)
     with transaction.atomic():
         ids = list(selfies.values_list("id", flat=True))
         Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)

@@ -218,3 +218,30 @@ def test_a_broker_outage_does_not_break_the_upload(transactional_db, settings, m
     assert response.status_code == 302
     assert Selfie.objects.get().match_state == Selfie.State.PENDING  # kept; `rematch --stuck` requeues it
     assert any("Redis is down" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+def test_pending_photos_are_not_stuck_while_jobs_still_wait(event, pending_photo, settings, monkeypatch):
+    from matching import jobs
+
+    old = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"] + 5)
+    Photo.objects.filter(pk=pending_photo.pk).update(created_at=old)
+    monkeypatch.setattr(jobs, "waiting", lambda: 250)  # a big import is still being worked through
+    assert matching_services.event_reindex(event=event, stuck_only=True) == 0
+    monkeypatch.setattr(jobs, "waiting", lambda: 0)
+    assert matching_services.event_reindex(event=event, stuck_only=True) == 1
+
+
+def test_waiting_counts_the_real_broker_queue(transactional_db, settings):
+    from django_q.brokers import get_broker
+
+    from matching import jobs
+
+    settings.JOBS_SYNC = False
+    broker = get_broker()
+    broker.purge_queue()
+    before = jobs.waiting()
+    jobs.enqueue_photo_index(123456, event_id=1)  # autocommit: queued at once
+    try:
+        assert jobs.waiting() == before + 1
+    finally:
+        broker.purge_queue()
