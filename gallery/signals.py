@@ -23,7 +23,9 @@ def _delete_files_on_commit(*files: FieldFile) -> None:
     for file in files:
         if file and file.name:
             storage, name = file.storage, file.name
-            transaction.on_commit(lambda storage=storage, name=name: storage.delete(name))
+            # robust: the rows are gone either way; one failed delete (an S3
+            # hiccup) must neither fail the request nor skip the other files.
+            transaction.on_commit(lambda storage=storage, name=name: storage.delete(name), robust=True)
 
 
 @receiver(pre_delete, sender=Event)

@@ -8,7 +8,10 @@ is considered abandoned (the worker died) and may be taken again.
 Re-matching needs no extra job: a photo job commits its faces first and then
 compares them with the event's enrolled selfies; a selfie job commits its
 embedding first and then compares it with the event's indexed faces. Whichever
-commits second sees the other's row, so no pair is missed.
+commits second sees the other's row, so no pair is missed; and each job, when it
+replaces its old matches, deletes only those older than its own search, never a
+match the other job recorded meanwhile. (Across machines this assumes clocks
+synchronised by NTP, as timestamps come from each worker.)
 """
 
 from __future__ import annotations
@@ -150,9 +153,12 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> None:
 
 def photo_match(*, photo: Photo) -> int:
     """Re-matching: record this photo for every enrolled selfie of its event that it shows."""
+    searched_at = timezone.now()
     found = get_engine().match_photo(photo=photo)
     with transaction.atomic():
-        Match.objects.filter(photo=photo).exclude(selfie_id__in=found).delete()
+        # Only matches older than this search are stale: one a selfie job added
+        # while we searched is as true as ours (see the module docstring).
+        Match.objects.filter(photo=photo, created_at__lt=searched_at).exclude(selfie_id__in=found).delete()
         _matches_upsert([Match(selfie_id=selfie_id, photo=photo, distance=d) for selfie_id, d in found.items()])
     return len(found)
 
@@ -223,6 +229,7 @@ def selfie_match(*, selfie_id: int) -> str:
                 # Deleted while we enrolled it: its face must not outlive it.
                 jobs.enqueue_forget(selfie.event_id, [face.external_id] if face.external_id else [], engine=engine.name)
                 return "superseded"
+        searched_at = timezone.now()
         found = engine.match_selfie(selfie=selfie)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
@@ -239,7 +246,9 @@ def selfie_match(*, selfie_id: int) -> str:
         )
         if not updated:
             return "superseded"
-        Match.objects.filter(selfie_id=selfie_id).exclude(photo_id__in=found).delete()
+        # Matches a photo job added while we searched are kept (module docstring).
+        stale = Match.objects.filter(selfie_id=selfie_id, created_at__lt=searched_at)
+        stale.exclude(photo_id__in=found).delete()
         _matches_upsert([Match(selfie_id=selfie_id, photo_id=photo_id, distance=d) for photo_id, d in found.items()])
     return "done"
 

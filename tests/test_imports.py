@@ -280,3 +280,25 @@ def test_deleting_an_event_removes_its_files(event, run_jobs):
     with run_jobs():
         event.delete()
     assert not any(default_storage.exists(name) for name in names)
+
+
+def test_one_failed_file_delete_neither_fails_nor_skips_the_others(event, run_jobs, monkeypatch):
+    from django.core.files.storage import FileSystemStorage, default_storage
+
+    with run_jobs():
+        services.photo_import(event=event, name="a.jpg", fileobj=io.BytesIO(jpeg_bytes()))
+    photo = Photo.objects.get()
+    names = [photo.original.name, photo.display.name, photo.thumbnail.name]
+    real_delete, calls = FileSystemStorage.delete, []
+
+    def flaky_delete(self, name):
+        calls.append(name)
+        if len(calls) == 1:
+            raise OSError("storage hiccup")
+        real_delete(self, name)
+
+    monkeypatch.setattr(FileSystemStorage, "delete", flaky_delete)
+    with run_jobs():
+        photo.delete()
+    assert len(calls) == 3
+    assert [default_storage.exists(name) for name in names] == [True, False, False]

@@ -245,3 +245,22 @@ def test_waiting_counts_the_real_broker_queue(transactional_db, settings):
         assert jobs.waiting() == before + 1
     finally:
         broker.purge_queue()
+
+
+def test_a_match_recorded_by_a_photo_job_during_a_selfie_search_survives(event, pending_photo, monkeypatch):
+    from tests.conftest import upload
+
+    engine = get_engine()
+    selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
+    search = engine.match_selfie
+
+    def slow_search(**kwargs):
+        result = search(**kwargs)  # sees no indexed photo yet
+        # Meanwhile a worker indexes the photo; the selfie's embedding is committed, so it matches.
+        assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
+        assert selfie.matches.count() == 1
+        return result
+
+    monkeypatch.setattr(engine, "match_selfie", slow_search)
+    assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
+    assert list(selfie.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
