@@ -7,8 +7,10 @@ indexing and matching are queued as jobs (matching.jobs) after commit.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -23,7 +25,7 @@ from django.utils.text import slugify
 
 from gallery.models import Event, Photo, Selfie
 from matching import jobs
-from matching.images import ImageProblem, exif_datetime, identify, jpeg_file, load_rgb
+from matching.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file, load_rgb
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -116,7 +118,10 @@ def photo_import(*, event: Event, name: str, fileobj: IO[bytes]) -> ImportSummar
         taken_at = _parse_exif_time(exif_datetime(image))
         spool.seek(0)
         photo = Photo(event=event, original_name=name, content_hash=content_hash, taken_at=taken_at)
-        photo.original.save(name, File(spool, name=name), save=False)
+        # Stored under the content hash with the detected format's extension: an
+        # uploaded name (its length, its characters) never reaches the storage.
+        stored_name = f"photo.{file_suffix(image)}"
+        photo.original.save(stored_name, File(spool, name=stored_name), save=False)
     try:
         with transaction.atomic():
             photo.save()
@@ -170,7 +175,7 @@ def archive_import(*, event: Event, fileobj: IO[bytes], name: str = "archive.zip
                 try:
                     with archive.open(info) as member:
                         result = photo_import(event=event, name=info.filename, fileobj=member)
-                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error, lzma.LZMAError) as exc:
                     summary.rejected.append((label, f"unreadable in the archive ({exc})"))
                     continue
                 result.rejected = [(f"{name}:{n}", why) for n, why in result.rejected]
@@ -234,7 +239,7 @@ def selfie_create(*, event: Event, upload: IO[bytes], consent: bool) -> Selfie:
         raise ValueError("Consent is required.")
     if getattr(upload, "size", 0) > settings.SELFIE_MAX_BYTES:
         raise ImageProblem(f"This photo is too large; the limit is {settings.SELFIE_MAX_BYTES // _CHUNK} MB.")
-    image = load_rgb(upload, draft_side=settings.SELFIE_MAX_SIDE)
+    image = load_rgb(upload, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
     selfie = Selfie(event=event, consent_at=timezone.now())
     selfie.image.save("selfie.jpg", jpeg_file(image, max_side=settings.SELFIE_MAX_SIDE, quality=85), save=False)
     with transaction.atomic():

@@ -43,18 +43,21 @@ def identify(fileobj: IO[bytes]) -> Image.Image:
     return image
 
 
-def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0) -> Image.Image:
+def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0, max_pixels: int = 0) -> Image.Image:
     """Decode the whole image, upright (EXIF orientation applied), as RGB.
 
     With draft_side, a JPEG is decoded at a reduced scale (DCT scaling) no
-    smaller than that: much faster when only a small copy is needed.
+    smaller than that: much faster when only a small copy is needed. Other
+    formats always decode at full size, so max_pixels bounds them (memory).
     """
     # face_recognition sets this to True on import, which silently turns a
     # truncated upload into a grey-padded picture; we want the error instead.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     image = identify(fileobj)
+    if max_pixels and image.format not in ("JPEG", "MPO") and image.width * image.height > max_pixels:
+        raise ImageProblem("This photo has too many pixels; please use a smaller one (or a JPEG).")
     try:
-        if draft_side and image.format == "JPEG":
+        if draft_side and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (draft_side, draft_side))
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -74,13 +77,22 @@ def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0) -> Image.Image:
 
 def jpeg_file(image: Image.Image, *, max_side: int, quality: int = 88) -> ContentFile:
     """A JPEG copy no larger than max_side, with no EXIF, GPS or other metadata."""
-    copy = image.copy()
-    if max_side and max(copy.size) > max_side:
-        copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    if max_side and max(image.size) > max_side:
+        # Resized straight from the source: no second full-size copy in memory.
+        copy = ImageOps.contain(image, (max_side, max_side), Image.Resampling.LANCZOS)
+    else:
+        copy = image.copy()
+    # Pillow's JPEG writer reuses info["comment"] (and copies carry info along):
+    # nothing of the original's metadata may travel into what we serve.
+    copy.info.clear()
     buffer = io.BytesIO()
-    # Saving without exif=/icc_profile= writes no metadata at all.
     copy.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=True)
     return ContentFile(buffer.getvalue())
+
+
+def file_suffix(image: Image.Image) -> str:
+    """The file extension for an identified image: from its format, never from a name."""
+    return {"JPEG": "jpg", "MPO": "jpg", "TIFF": "tif"}.get(image.format or "", (image.format or "img").lower())
 
 
 def exif_datetime(image: Image.Image) -> str | None:

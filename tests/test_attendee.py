@@ -236,3 +236,12 @@ def test_the_private_link_brings_an_attendee_back_on_another_device(client, even
     assert stranger.get(reverse("gallery:me_resume", args=[event.slug, "x" * 43])).status_code == 404
     assert stranger.get(reverse("gallery:me_resume", args=[other.slug, selfie.token])).status_code == 404
     assert stranger.get(reverse("gallery:me", args=[event.slug]))["Location"] == f"/e/{event.slug}/"
+
+
+def test_a_huge_png_selfie_is_refused_before_decoding(client, event, settings):
+    settings.SELFIE_MAX_PIXELS = 1_000_000
+    buffer = io.BytesIO()
+    Image.new("RGB", (2000, 1000), "white").save(buffer, format="PNG")
+    response = post_selfie(client, event, buffer.getvalue(), name="big.png")
+    assert response.status_code == 400 and b"too many pixels" in response.content
+    assert not Selfie.objects.exists()

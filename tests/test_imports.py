@@ -302,3 +302,40 @@ def test_one_failed_file_delete_neither_fails_nor_skips_the_others(event, run_jo
         photo.delete()
     assert len(calls) == 3
     assert [default_storage.exists(name) for name in names] == [True, False, False]
+
+
+def test_no_metadata_travels_into_served_copies_not_even_a_jpeg_comment(event, run_jobs):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 120, 60)).save(buffer, format="JPEG", comment=b"Jane Doe +33 6 12 34 56 78")
+    with run_jobs():
+        services.photo_import(event=event, name="c.jpg", fileobj=io.BytesIO(buffer.getvalue()))
+    photo = Photo.objects.get()
+    for served in (photo.display, photo.thumbnail):
+        with served.open("rb") as handle:
+            data = handle.read()
+        assert b"Jane Doe" not in data and "comment" not in Image.open(io.BytesIO(data)).info
+
+
+def test_a_corrupt_compressed_member_is_one_rejection(event):
+    good = jpeg_bytes((3, 4, 5))
+    data = bytearray(make_zip({"ok.jpg": good, "bad.jpg": jpeg_bytes((200, 200, 0), size=(300, 300))}))
+    start = data.find(b"bad.jpg") + len("bad.jpg")  # the local header's name; data follows
+    for i in range(start + 20, start + 60):
+        data[i] ^= 0x5A  # scramble the deflate stream
+    summary = services.archive_import(event=event, fileobj=io.BytesIO(bytes(data)), name="scrambled.zip")
+    assert [name for name, _ in summary.rejected] == ["scrambled.zip:bad.jpg"]
+    assert "unreadable in the archive" in summary.rejected[0][1]
+    assert list(Photo.objects.values_list("original_name", flat=True)) == ["ok.jpg"]
+
+
+def test_an_absurd_file_name_never_reaches_the_storage(admin_client, event, run_jobs):
+    name = "IMG_0001." + "x" * 200
+    with run_jobs():
+        response = admin_client.post(
+            reverse("admin:gallery_event_upload", args=[event.pk]), {"files": [upload(name, jpeg_bytes())]}
+        )
+    assert response.status_code == 302
+    photo = Photo.objects.get()
+    assert photo.original.name.endswith(f"{photo.content_hash}.jpg") and photo.index_state == Photo.State.INDEXED
