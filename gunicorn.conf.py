@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 
-from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger, SafeAtoms
 
 
 def _env_int(name: str, default: int) -> int:
@@ -130,6 +131,21 @@ _debug = os.environ.get("DJANGO_DEBUG", "1").strip().lower() in {"1", "true", "y
 _json_logs = _env_str("LOG_FORMAT", "text" if _debug else "json") == "json"
 
 
+# An attendee's private link (/e/<slug>/me/<token>/) is a bearer credential: never logged.
+_PRIVATE_LINK = re.compile(r"(/e/[^/\s]+/me/)[^/?\s]+/")
+
+
+def _redact(value: object) -> object:
+    return _PRIVATE_LINK.sub(r"\1<redacted>/", value) if isinstance(value, str) else value
+
+
+class _RedactedAtoms(SafeAtoms):
+    """The text access log's atoms, with private links redacted."""
+
+    def __getitem__(self, key: str) -> str:
+        return _redact(super().__getitem__(key))
+
+
 class _JsonAtoms(dict):
     """Gunicorn's access-log atoms as JSON literals: strings quoted and escaped, numbers bare.
 
@@ -147,7 +163,7 @@ class _JsonAtoms(dict):
             return "null"
         if key in self._NUMBERS and str(value).isdigit():
             return str(int(value))
-        return json.dumps(str(value))
+        return json.dumps(str(_redact(value)))
 
 
 class _JsonFormatter(logging.Formatter):
@@ -181,6 +197,10 @@ class JsonLogger(Logger):
                 handler.setFormatter(_JsonFormatter())
 
 
+class TextLogger(Logger):
+    atoms_wrapper_class = _RedactedAtoms
+
+
 if _json_logs:
     logger_class = JsonLogger
     # Placeholders are filled with JSON literals by _JsonAtoms, so none is quoted here.
@@ -193,4 +213,5 @@ if _json_logs:
         '"bytes": %(B)s, "duration_ms": %(M)s, "referer": %(f)s, "user_agent": %(a)s}'
     )
 else:
+    logger_class = TextLogger
     access_log_format = '%(h)s %({x-forwarded-for}i)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(f)s" "%(a)s"'

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,16 @@ from django.http import HttpRequest, HttpResponse
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "extra_fields"}
 
 request_logger = logging.getLogger("trouvaille.request")
+
+
+# An attendee's private link (/e/<slug>/me/<token>/) is a bearer credential. Django
+# itself logs paths too (django.request's "Not Found: ..."), so every formatted line
+# is redacted, whoever wrote it.
+_PRIVATE_LINK = re.compile(r"(/e/[^/\s]+/me/)[^/?\s\"']+/")
+
+
+def redact(text: str) -> str:
+    return _PRIVATE_LINK.sub(r"\1<redacted>/", text)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, object]:
@@ -30,6 +41,11 @@ class ExtraFieldsFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
@@ -41,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return redact(json.dumps(payload, default=str))
 
 
 class RequestLogMiddleware:

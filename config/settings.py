@@ -286,7 +286,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "config.logging.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s %(extra_fields)s"},
+        "text": {
+            "()": "config.logging.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(extra_fields)s",
+        },
     },
     "filters": {"extra_fields": {"()": "config.logging.ExtraFieldsFilter"}},
     "handlers": {

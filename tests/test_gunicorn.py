@@ -76,8 +76,11 @@ def test_gunicorn_serves_the_app_with_production_settings(gunicorn):
     assert status == 200 and b".grid" in stylesheet
 
     assert _get(f"{base}/", "evil.example.com")[0] == 400  # not in DJANGO_ALLOWED_HOSTS
+    assert _get(f"{base}/e/nope/me/SECRET-TOKEN-123/", "photos.example.org")[0] == 404
 
     time.sleep(0.5)  # the access log is written after the response
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert "SECRET-TOKEN-123" not in log.read_text()  # private links are never logged
+    assert any(line.get("path") == "/e/nope/me/<redacted>/" for line in lines)
     access = [line for line in lines if line.get("logger") == "gunicorn.access" and line["path"] == "/healthz"]
     assert access and access[0]["status"] == 200 and access[0]["method"] == "GET" and access[0]["duration_ms"] >= 0

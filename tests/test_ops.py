@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from config.logging import ExtraFieldsFilter, JsonFormatter
+from config.logging import ExtraFieldsFilter, JsonFormatter, TextFormatter
 from gallery import services
 
 pytestmark = pytest.mark.django_db
@@ -48,3 +48,14 @@ def test_healthz_reports_an_unreachable_broker_without_secrets(client, settings)
     body = response.json()
     assert body["status"] == "error" and body["checks"]["broker"].startswith("unreachable")
     assert "hunter2" not in response.content.decode()
+
+
+def test_private_link_tokens_are_not_logged(client, caplog):
+    with caplog.at_level(logging.INFO):
+        client.get("/e/missing/me/SECRET-TOKEN-123/")
+    assert any(r.name == "django.request" for r in caplog.records)  # Django's own "Not Found: <path>"
+    for record in caplog.records:
+        for formatter in (JsonFormatter(), TextFormatter("%(message)s %(extra_fields)s")):
+            ExtraFieldsFilter().filter(record)
+            assert "SECRET-TOKEN-123" not in formatter.format(record)
+    assert "/e/missing/me/<redacted>/" in JsonFormatter().format(caplog.records[-1])
