@@ -45,12 +45,34 @@ def unlocked_event_for_attendee(request: HttpRequest, slug: str) -> Event:
     return event
 
 
-def selfie_remember(request: HttpRequest, selfie: Selfie) -> None:
+def _own_key(event_id: int) -> str:
+    return f"own-selfie:{event_id}"
+
+
+def selfie_remember(request: HttpRequest, selfie: Selfie, *, own: bool) -> None:
+    """Show this selfie's photos in this browser; `own` when this browser took it.
+
+    A private link shows someone's photos without making their selfie this
+    browser's own: a new selfie taken here replaces only the browser's own one.
+    """
     request.session[_selfie_key(selfie.event)] = selfie.token
+    if own:
+        request.session[_own_key(selfie.event_id)] = selfie.token
+
+
+def own_selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:
+    token = request.session.get(_own_key(event.pk))
+    return Selfie.objects.filter(event=event, token=token).first() if token else None
 
 
 def selfie_forget(request: HttpRequest, event: Event) -> None:
+    """Stop showing the current selfie's photos here; back to this browser's own selfie, if any."""
     request.session.pop(_selfie_key(event), None)
+    own = own_selfie_for_attendee(request, event)
+    if own is None:
+        request.session.pop(_own_key(event.pk), None)
+    else:
+        request.session[_selfie_key(event)] = own.token
 
 
 def selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:

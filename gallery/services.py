@@ -230,8 +230,10 @@ def paths_import(
 # --- Selfies ------------------------------------------------------------------
 
 
-def selfie_create(*, event: Event, upload: IO[bytes], consent: bool) -> Selfie:
+def selfie_create(*, event: Event, upload: IO[bytes], consent: bool, replaces: Selfie | None = None) -> Selfie:
     """Store a compressed, metadata-free copy of the selfie and queue its matching.
+
+    `replaces`: the attendee's previous selfie, deleted once the new one is stored.
 
     Raises ImageProblem (with a message for the attendee) for unusable images.
     """
@@ -245,6 +247,8 @@ def selfie_create(*, event: Event, upload: IO[bytes], consent: bool) -> Selfie:
     with transaction.atomic():
         selfie.save()
         jobs.enqueue_selfie_match(selfie.pk)
+        if replaces is not None:
+            replaces.delete()
     return selfie
 
 

@@ -56,15 +56,15 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     event = access.unlocked_event_for_attendee(request, slug)
     form = SelfieForm(request.POST, request.FILES)
     if form.is_valid():
-        previous = access.selfie_for_attendee(request, event)
+        previous = access.own_selfie_for_attendee(request, event)
         try:
-            selfie = services.selfie_create(event=event, upload=form.cleaned_data["image"], consent=True)
+            selfie = services.selfie_create(
+                event=event, upload=form.cleaned_data["image"], consent=True, replaces=previous
+            )
         except ImageProblem as exc:
             form.add_error("image", str(exc))
         else:
-            if previous is not None:
-                services.selfie_delete(selfie=previous)
-            access.selfie_remember(request, selfie)
+            access.selfie_remember(request, selfie, own=True)
             return redirect("gallery:me", slug=event.slug)
     context = {"event": event, "form": form, "selfie": access.selfie_for_attendee(request, event)}
     return render(request, "gallery/event.html", context, status=400)
@@ -130,7 +130,7 @@ def me_resume(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     selfie = access.selfie_by_token(event, token)
     # The link stands for the code too: only someone who got past it was given one.
     access.event_unlock(request, event)
-    access.selfie_remember(request, selfie)
+    access.selfie_remember(request, selfie, own=False)
     return redirect("gallery:me", slug=event.slug)
 
 

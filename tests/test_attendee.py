@@ -245,3 +245,33 @@ def test_a_huge_png_selfie_is_refused_before_decoding(client, event, settings):
     response = post_selfie(client, event, buffer.getvalue(), name="big.png")
     assert response.status_code == 400 and b"too many pixels" in response.content
     assert not Selfie.objects.exists()
+
+
+def test_opening_someone_elses_link_never_costs_them_their_selfie(client, event, photos, run_jobs):
+    owner, friend = Client(), Client()
+    with run_jobs():
+        post_selfie(owner, event)  # red: 2 photos
+        post_selfie(friend, event, jpeg_bytes(BLUE))  # blue: 1 photo
+    owner_selfie = Selfie.objects.get(matches__photo__original_name="red1.jpg")
+    friend_selfie = Selfie.objects.exclude(pk=owner_selfie.pk).get()
+
+    friend.get(reverse("gallery:me_resume", args=[event.slug, owner_selfie.token]))
+    assert b"We found you in 2 photos" in friend.get(reverse("gallery:me", args=[event.slug])).content
+    with run_jobs():  # the friend then takes a new selfie of their own
+        post_selfie(friend, event, jpeg_bytes(BLUE, size=(70, 50)))
+    assert Selfie.objects.filter(pk=owner_selfie.pk).exists()  # the owner's selfie is untouched
+    assert not Selfie.objects.filter(pk=friend_selfie.pk).exists()  # the friend's old one was replaced
+    assert Selfie.objects.count() == 2
+
+
+def test_leaving_a_viewed_link_returns_to_ones_own_photos(client, event, photos, run_jobs):
+    owner, friend = Client(), Client()
+    with run_jobs():
+        post_selfie(owner, event)
+        post_selfie(friend, event, jpeg_bytes(BLUE))
+    owner_selfie = Selfie.objects.get(matches__photo__original_name="red1.jpg")
+    friend.get(reverse("gallery:me_resume", args=[event.slug, owner_selfie.token]))
+    with run_jobs():  # the link is a full credential: deleting from it deletes the owner's selfie
+        friend.post(reverse("gallery:me_forget", args=[event.slug]))
+    assert not Selfie.objects.filter(pk=owner_selfie.pk).exists()
+    assert b"We found you in 1 photo." in friend.get(reverse("gallery:me", args=[event.slug])).content
