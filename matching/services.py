@@ -67,7 +67,8 @@ def photo_index(*, photo_id: int) -> str:
     try:
         with photo.original.open("rb") as original:
             image = load_rgb(original)
-        _photo_derivatives_make(photo=photo, image=image)
+        if not _photo_derivatives_make(photo=photo, image=image):
+            return "superseded"  # deleted while we worked: no engine call, no files left
         found = engine.index_photo(photo=photo, image=image)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
@@ -135,8 +136,12 @@ def photo_index_abandon(*, photo_id: int, reason: str) -> None:
     )
 
 
-def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> None:
-    """The served copies: EXIF-free, upright. Made once; reindexing keeps them."""
+def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:
+    """The served copies: EXIF-free, upright. Made once; reindexing keeps them.
+
+    False when the photo was deleted meanwhile (its new files are removed again).
+    """
+    made = [field for field in (photo.display, photo.thumbnail) if not field]
     if not photo.display:
         photo.display.save(
             f"{photo.content_hash}-display.jpg", jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE), save=False
@@ -148,7 +153,11 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> None:
             save=False,
         )
     # Recorded at once, so a later failure never leaves unreferenced files behind.
-    Photo.objects.filter(pk=photo.pk).update(display=photo.display.name, thumbnail=photo.thumbnail.name)
+    if Photo.objects.filter(pk=photo.pk).update(display=photo.display.name, thumbnail=photo.thumbnail.name):
+        return True
+    for field in made:
+        field.storage.delete(field.name)
+    return False
 
 
 def photo_match(*, photo: Photo) -> int:

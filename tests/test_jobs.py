@@ -264,3 +264,19 @@ def test_a_match_recorded_by_a_photo_job_during_a_selfie_search_survives(event, 
     monkeypatch.setattr(engine, "match_selfie", slow_search)
     assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
     assert list(selfie.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
+
+
+def test_a_photo_deleted_while_its_copies_are_made_leaves_no_files(pending_photo, monkeypatch, settings):
+    from matching import images
+
+    real_jpeg_file, engine = images.jpeg_file, get_engine()
+
+    def jpeg_then_delete(*args, **kwargs):
+        Photo.objects.filter(pk=pending_photo.pk).delete()  # the organizer deletes it meanwhile
+        return real_jpeg_file(*args, **kwargs)
+
+    monkeypatch.setattr(matching_services, "jpeg_file", jpeg_then_delete)
+    monkeypatch.setattr(engine, "index_photo", lambda **kwargs: pytest.fail("no engine call for a deleted photo"))
+    assert matching_services.photo_index(photo_id=pending_photo.pk) == "superseded"
+    derived = [p for p in (settings.MEDIA_ROOT / "events").rglob("*") if "derived" in p.parts and p.is_file()]
+    assert derived == []
