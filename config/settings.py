@@ -261,6 +261,12 @@ SESSION_COOKIE_AGE = 60 * 60 * 24 * 90  # attendees come back to new photos for 
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Behind a reverse proxy that sets X-Forwarded-Proto and appends the client to
+# X-Forwarded-For (nginx, docs/deploy.md); the web server is then reachable only from it.
+BEHIND_PROXY = env_bool("BEHIND_PROXY", not DEBUG)
+# Wrong event codes allowed per client and event in CODE_ATTEMPT_WINDOW seconds.
+CODE_ATTEMPTS = env_int("CODE_ATTEMPTS", 10)
+CODE_ATTEMPT_WINDOW = env_int("CODE_ATTEMPT_WINDOW", 15 * 60)
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
@@ -273,7 +279,7 @@ if not DEBUG:
         # the operator's decision (SECURE_HSTS_PRELOAD=1), not a default.
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
-    if env_bool("BEHIND_PROXY", True):
+    if BEHIND_PROXY:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 

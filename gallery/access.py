@@ -7,6 +7,10 @@ may not see is a 404, so nothing reveals that it exists.
 
 from __future__ import annotations
 
+import hashlib
+
+from django.conf import settings
+from django.core.cache import cache
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 
@@ -29,12 +33,44 @@ def event_for_attendee(request: HttpRequest, slug: str) -> Event:
     return event
 
 
+def _code_digest(event: Event) -> str:
+    # The session remembers which code opened the event: changing a leaked code
+    # locks out everyone who got in with the old one.
+    return hashlib.sha256(f"{event.pk}:{event.access_code.strip().casefold()}".encode()).hexdigest()
+
+
 def event_is_unlocked(request: HttpRequest, event: Event) -> bool:
-    return not event.access_code or bool(request.session.get(_unlocked_key(event)))
+    return not event.access_code or request.session.get(_unlocked_key(event)) == _code_digest(event)
 
 
 def event_unlock(request: HttpRequest, event: Event) -> None:
-    request.session[_unlocked_key(event)] = True
+    request.session[_unlocked_key(event)] = _code_digest(event)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address; behind our proxy, the one it appended to X-Forwarded-For."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if settings.BEHIND_PROXY and forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return request.META.get("REMOTE_ADDR", "")
+
+
+def _attempts_key(request: HttpRequest, event: Event) -> str:
+    return f"code-attempts:{event.pk}:{client_ip(request)}"
+
+
+def code_attempts_exhausted(request: HttpRequest, event: Event) -> bool:
+    """Too many wrong codes from this client lately: the code is not to be guessed."""
+    return cache.get(_attempts_key(request, event), 0) >= settings.CODE_ATTEMPTS
+
+
+def code_attempt_failed(request: HttpRequest, event: Event) -> None:
+    key = _attempts_key(request, event)
+    cache.add(key, 0, timeout=settings.CODE_ATTEMPT_WINDOW)
+    try:
+        cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=settings.CODE_ATTEMPT_WINDOW)
 
 
 def unlocked_event_for_attendee(request: HttpRequest, slug: str) -> Event:

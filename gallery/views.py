@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.files.storage import FileSystemStorage
 from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -41,12 +43,20 @@ def event(request: HttpRequest, slug: str) -> HttpResponse:
     event = access.event_for_attendee(request, slug)
     if not access.event_is_unlocked(request, event):
         form = CodeForm(request.POST) if request.method == "POST" else CodeForm()
+        status = 200
         if request.method == "POST" and form.is_valid():
-            if services.code_matches(event=event, code=form.cleaned_data["code"]):
+            if access.code_attempts_exhausted(request, event):
+                wait = settings.CODE_ATTEMPT_WINDOW // 60
+                form.add_error("code", f"Too many wrong codes. Please wait {wait} minutes, then try again.")
+                status = 429
+            elif services.code_matches(event=event, code=form.cleaned_data["code"]):
                 access.event_unlock(request, event)
                 return redirect("gallery:event", slug=event.slug)
-            form.add_error("code", "That code is not right. Check the invitation and try again.")
-        return render(request, "gallery/code.html", {"event": event, "form": form}, status=400 if form.errors else 200)
+            else:
+                access.code_attempt_failed(request, event)
+                form.add_error("code", "That code is not right. Check the invitation and try again.")
+        status = 400 if form.errors and status == 200 else status
+        return render(request, "gallery/code.html", {"event": event, "form": form}, status=status)
     selfie = access.selfie_for_attendee(request, event)
     return render(request, "gallery/event.html", {"event": event, "form": SelfieForm(), "selfie": selfie})
 
@@ -154,8 +164,13 @@ def _serve(file: FieldFile, *, download_name: str | None = None) -> HttpResponse
         )
         response["Content-Type"] = "image/jpeg"
     else:
-        parameters = {"ResponseContentDisposition": f'attachment; filename="{download_name}"'} if download_name else {}
+        # Properly quoted (and RFC 5987-encoded for non-ASCII names), as Django's FileResponse does.
+        disposition = content_disposition_header(True, download_name) if download_name else None
+        parameters = {"ResponseContentDisposition": disposition} if disposition else {}
         response = HttpResponseRedirect(file.storage.url(file.name, parameters=parameters))
+        # Well within the presigned URL's lifetime, so a cached redirect never points at an expired URL.
+        response["Cache-Control"] = "private, max-age=60"
+        return response
     response["Cache-Control"] = "private, max-age=300"
     return response
 

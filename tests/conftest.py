@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def _isolated(settings, tmp_path: Path) -> None:
                 "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                 "LOCATION": str(tmp_path / "cache"),
             }
+        }
+    else:
+        # Redis outlives the test (and the run): a key prefix of its own.
+        settings.CACHES = {
+            "default": {**settings.CACHES["default"], "KEY_PREFIX": f"test-{uuid.uuid4().hex}"},
         }
 
 
@@ -209,7 +215,6 @@ def s3_server() -> Iterator[str]:
 @pytest.fixture
 def s3_storage(s3_server: str, settings, monkeypatch) -> dict[str, str]:
     """Media on a fresh private bucket of the loopback S3 server. Returns the env a subprocess needs."""
-    import uuid
 
     import boto3
 

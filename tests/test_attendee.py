@@ -275,3 +275,26 @@ def test_leaving_a_viewed_link_returns_to_ones_own_photos(client, event, photos,
         friend.post(reverse("gallery:me_forget", args=[event.slug]))
     assert not Selfie.objects.filter(pk=owner_selfie.pk).exists()
     assert b"We found you in 1 photo." in friend.get(reverse("gallery:me", args=[event.slug])).content
+
+
+def test_guessing_the_event_code_is_limited(client, event, settings):
+    event.access_code = "Sunset-42"
+    event.save()
+    settings.CODE_ATTEMPTS = 3
+    url = reverse("gallery:event", args=[event.slug])
+    statuses = [client.post(url, {"code": f"guess-{n}"}).status_code for n in range(4)]
+    assert statuses == [400, 400, 400, 429]
+    refused = client.post(url, {"code": "Sunset-42"})  # even the right code, until the window passes
+    assert refused.status_code == 429 and b"Too many wrong codes" in refused.content
+    assert Client(REMOTE_ADDR="10.1.2.3").post(url, {"code": "Sunset-42"}).status_code == 302  # others unaffected
+
+
+def test_changing_a_leaked_code_locks_out_everyone_who_used_it(client, event, run_jobs):
+    event.access_code = "Sunset-42"
+    event.save()
+    client.post(reverse("gallery:event", args=[event.slug]), {"code": "Sunset-42"})
+    assert b"biometric" in client.get(reverse("gallery:event", args=[event.slug])).content
+    event.access_code = "Moonrise-7"
+    event.save()
+    assert b"Enter the code" in client.get(reverse("gallery:event", args=[event.slug])).content
+    assert post_selfie(client, event).status_code == 404

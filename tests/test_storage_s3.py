@@ -33,7 +33,7 @@ def bucket_keys(env: dict[str, str]) -> set[str]:
 def test_photos_live_in_the_bucket_and_are_served_by_presigned_urls(s3_storage, event, run_jobs):
     original = jpeg_bytes((200, 30, 30), size=(640, 480))
     with run_jobs():
-        services.photo_import(event=event, name="party.jpg", fileobj=io.BytesIO(original))
+        services.photo_import(event=event, name='Été "party".jpg', fileobj=io.BytesIO(original))
     photo = Photo.objects.get()
     assert photo.index_state == Photo.State.INDEXED
     assert {photo.original.name, photo.display.name, photo.thumbnail.name} <= bucket_keys(s3_storage)
@@ -55,7 +55,9 @@ def test_photos_live_in_the_bucket_and_are_served_by_presigned_urls(s3_storage, 
     assert "X-Amz-Signature" in query and query["X-Amz-Expires"] == ["300"]
     body, headers = fetch(url)
     stored = client.get_object(Bucket=s3_storage["AWS_STORAGE_BUCKET_NAME"], Key=photo.display.name)["Body"].read()
-    assert body == stored and headers["Content-Disposition"] == 'attachment; filename="party.jpg"'
+    assert body == stored
+    assert headers["Content-Disposition"] == "attachment; filename*=utf-8''%C3%89t%C3%A9%20%22party%22.jpg"
+    assert response["Cache-Control"] == "private, max-age=60"  # shorter than the URL's 300 s
     # The organizer's original is untouched in the bucket.
     assert fetch(photo.original.url)[0] == original
 
