@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
@@ -24,6 +25,12 @@ def _qr_svg(url: str) -> str:
     return qrcode.make(url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8).to_string(encoding="unicode")
 
 
+def _count(rows: QuerySet) -> Coalesce:
+    """COUNT(*) of an event's rows, as a correlated subquery."""
+    per_event = rows.filter(event=OuterRef("pk")).order_by().values("event")
+    return Coalesce(Subquery(per_event.annotate(n=Count("pk")).values("n")), 0)
+
+
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     list_display = ["name", "date", "slug", "published", "photo_total", "photo_indexed", "photo_failed", "selfie_total"]
@@ -35,14 +42,16 @@ class EventAdmin(admin.ModelAdmin):
     actions = ["reindex_failed", "rematch"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
+        # One subquery per count: joining photos and selfies in one query would
+        # multiply their rows (5,000 photos x 2,000 selfies = 10 million).
         return (
             super()
             .get_queryset(request)
             .annotate(
-                n_photos=Count("photos", distinct=True),
-                n_indexed=Count("photos", filter=Q(photos__index_state=Photo.State.INDEXED), distinct=True),
-                n_failed=Count("photos", filter=Q(photos__index_state=Photo.State.FAILED), distinct=True),
-                n_selfies=Count("selfies", distinct=True),
+                n_photos=_count(Photo.objects.all()),
+                n_indexed=_count(Photo.objects.filter(index_state=Photo.State.INDEXED)),
+                n_failed=_count(Photo.objects.filter(index_state=Photo.State.FAILED)),
+                n_selfies=_count(Selfie.objects.all()),
             )
         )
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 
 
 class CodeForm(forms.Form):
@@ -25,7 +26,9 @@ class SelfieForm(forms.Form):
     def clean_image(self):
         image = self.cleaned_data["image"]
         if image.size > settings.SELFIE_MAX_BYTES:
-            raise forms.ValidationError(f"This photo is too large; the limit is {settings.SELFIE_MAX_BYTES >> 20} MB.")
+            raise forms.ValidationError(
+                f"This photo is too large; the limit is {filesizeformat(settings.SELFIE_MAX_BYTES)}."
+            )
         return image
 
 

@@ -18,8 +18,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -71,7 +73,15 @@ def event_create(*, name: str, slug: str | None = None, code: str = "", event_da
         while Event.objects.filter(slug=slug).exists():
             n += 1
             slug = f"{base}-{n}"
-    return Event.objects.create(name=name, slug=slug, access_code=code.strip(), date=event_date or timezone.localdate())
+    event = Event(name=name, slug=slug, access_code=code.strip(), date=event_date or timezone.localdate())
+    try:
+        event.full_clean()  # lengths and formats: a readable message, not a database error
+    except ValidationError as exc:
+        raise ValueError(
+            " ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
+        ) from exc
+    event.save()
+    return event
 
 
 def code_matches(*, event: Event, code: str) -> bool:
@@ -98,7 +108,7 @@ def photo_import(*, event: Event, name: str, fileobj: IO[bytes]) -> ImportSummar
         while chunk := fileobj.read(_CHUNK):
             size += len(chunk)
             if size > settings.PHOTO_MAX_BYTES:
-                summary.rejected.append((name, f"larger than {settings.PHOTO_MAX_BYTES // _CHUNK} MB"))
+                summary.rejected.append((name, f"larger than {filesizeformat(settings.PHOTO_MAX_BYTES)}"))
                 return summary
             digest.update(chunk)
             spool.write(chunk)
@@ -170,7 +180,7 @@ def archive_import(*, event: Event, fileobj: IO[bytes], name: str = "archive.zip
             elif info.filename.lower().endswith(".zip"):
                 summary.rejected.append((label, "archives inside archives are not imported"))
             elif info.file_size > settings.PHOTO_MAX_BYTES:
-                summary.rejected.append((label, f"larger than {settings.PHOTO_MAX_BYTES // _CHUNK} MB"))
+                summary.rejected.append((label, f"larger than {filesizeformat(settings.PHOTO_MAX_BYTES)}"))
             else:
                 try:
                     with archive.open(info) as member:
@@ -240,7 +250,7 @@ def selfie_create(*, event: Event, upload: IO[bytes], consent: bool, replaces: S
     if not consent:
         raise ValueError("Consent is required.")
     if getattr(upload, "size", 0) > settings.SELFIE_MAX_BYTES:
-        raise ImageProblem(f"This photo is too large; the limit is {settings.SELFIE_MAX_BYTES // _CHUNK} MB.")
+        raise ImageProblem(f"This photo is too large; the limit is {filesizeformat(settings.SELFIE_MAX_BYTES)}.")
     image = load_rgb(upload, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
     selfie = Selfie(event=event, consent_at=timezone.now())
     selfie.image.save("selfie.jpg", jpeg_file(image, max_side=settings.SELFIE_MAX_SIDE, quality=85), save=False)

@@ -196,12 +196,12 @@ def test_unpublished_and_unknown_events_are_404(client, event, admin_client):
     assert admin_client.get(reverse("gallery:event", args=[event.slug])).status_code == 200  # staff preview
 
 
-def test_photos_of_a_failed_or_unmatched_state_are_not_served(client, event, run_jobs):
+def test_a_failed_photo_is_never_matched_nor_served(client, event, run_jobs):
     with run_jobs():
         services.photo_import(event=event, name="broken.jpg", fileobj=io.BytesIO(corrupt_jpeg()))
         post_selfie(client, event)
     photo = Photo.objects.get()
-    assert photo.index_state == Photo.State.FAILED
+    assert photo.index_state == Photo.State.FAILED and not Match.objects.exists()
     assert client.get(reverse("gallery:photo_view", args=[event.slug, photo.pk])).status_code == 404
 
 

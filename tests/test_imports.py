@@ -84,14 +84,23 @@ def test_zip_archives_are_imported_and_hostile_members_refused(event, run_jobs, 
     assert all(p.original.name.startswith(f"events/{event.pk}/originals/") for p in Photo.objects.all())
 
 
-def test_a_lying_zip_header_is_caught_on_the_bytes_read(event, settings, tmp_path):
-    settings.PHOTO_MAX_BYTES = 100_000
+def test_a_lying_zip_header_yields_an_unreadable_member_not_a_photo(event, settings):
     data = bytearray(make_zip({"big.jpg": b"\xff" * 300_000}))
-    # Claim a tiny uncompressed size in the central directory.
+    # Claim a tiny uncompressed size in the central directory: zipfile stops there
+    # and the CRC check fails, so the member is refused as unreadable.
     central = data.rfind(b"PK\x01\x02")
     data[central + 24 : central + 28] = (1000).to_bytes(4, "little")
     summary = services.archive_import(event=event, fileobj=io.BytesIO(bytes(data)), name="liar.zip")
-    assert not summary.created and summary.rejected
+    assert not summary.created
+    assert summary.rejected[0][0] == "liar.zip:big.jpg" and "Bad CRC-32" in summary.rejected[0][1]
+    assert not Photo.objects.exists()
+
+
+def test_size_is_enforced_on_the_bytes_actually_read(event, settings):
+    # Whatever a header claims, the import counts what it reads.
+    settings.PHOTO_MAX_BYTES = 1000
+    summary = services.photo_import(event=event, name="x.jpg", fileobj=io.BytesIO(b"\xff" * 5000))
+    assert summary.rejected == [("x.jpg", "larger than 1000\xa0bytes")]
     assert not Photo.objects.exists()
 
 
@@ -149,6 +158,10 @@ def test_create_event_command(db, capsys):
         call_command("create_event", "Again", "--slug", "gala-night-2026")
     with pytest.raises(CommandError, match="not a valid slug"):
         call_command("create_event", "Bad", "--slug", "Not A Slug")
+    with pytest.raises(CommandError, match="name: Ensure this value has at most 200 characters"):
+        call_command("create_event", "x" * 300)
+    with pytest.raises(CommandError, match="access_code: Ensure this value has at most 64"):
+        call_command("create_event", "Fine", "--code", "c" * 100)
 
 
 def test_find_faces_errors_are_readable(event, tmp_path):
@@ -221,15 +234,35 @@ def test_admin_pages_render(admin_client, event, run_jobs):
     assert admin_client.get(reverse("admin:gallery_photo_thumbnail", args=[photo.pk])).status_code == 200
 
 
-def test_admin_actions_queue_work(admin_client, event, run_jobs):
+def test_admin_actions_run_their_jobs(admin_client, event, run_jobs):
+    from django.utils import timezone
+
+    from gallery.models import Selfie
+
     with run_jobs():
+        services.photo_import(event=event, name="ok.jpg", fileobj=io.BytesIO(jpeg_bytes()))
         services.photo_import(event=event, name="bad.jpg", fileobj=io.BytesIO(corrupt_jpeg()))
-        response = admin_client.post(
-            reverse("admin:gallery_photo_changelist"),
-            {"action": "reindex", "_selected_action": [Photo.objects.get().pk]},
-            follow=True,
-        )
-    assert b"1 photos queued for indexing" in response.content
+    ok = Photo.objects.get(original_name="ok.jpg")
+    first_indexed_at = ok.indexed_at
+
+    def act(changelist: str, action: str, ids: list[int]) -> bytes:
+        with run_jobs():
+            url = reverse(f"admin:gallery_{changelist}_changelist")
+            return admin_client.post(url, {"action": action, "_selected_action": ids}, follow=True).content
+
+    assert b"1 photos queued for indexing" in act("photo", "reindex", [ok.pk])
+    ok.refresh_from_db()
+    assert ok.index_state == Photo.State.INDEXED and ok.indexed_at > first_indexed_at  # indexed again
+
+    Photo.objects.filter(original_name="bad.jpg").update(index_error="old error")
+    assert b"1 photos queued for indexing again" in act("event", "reindex_failed", [event.pk])
+    assert Photo.objects.get(original_name="bad.jpg").index_error == "The image data is corrupt or truncated."
+
+    selfie = Selfie.objects.create(event=event, consent_at=timezone.now(), image="s.jpg", match_state="failed")
+    assert b"1 selfies queued for matching" in act("event", "rematch", [event.pk])
+    selfie.refresh_from_db()
+    # It ran: the selfie's image does not exist here, so matching failed and said so.
+    assert selfie.match_state == Selfie.State.FAILED and selfie.match_error.startswith("Something went wrong")
 
 
 def test_non_staff_get_nothing_from_the_admin(client, django_user_model, event):
@@ -339,3 +372,22 @@ def test_an_absurd_file_name_never_reaches_the_storage(admin_client, event, run_
     assert response.status_code == 302
     photo = Photo.objects.get()
     assert photo.original.name.endswith(f"{photo.content_hash}.jpg") and photo.index_state == Photo.State.INDEXED
+
+
+def test_event_list_counts_photos_and_selfies_separately(admin_client, event, run_jobs):
+    from django.utils import timezone
+
+    from gallery.models import Selfie
+
+    with run_jobs():
+        services.photo_import(event=event, name="a.jpg", fileobj=io.BytesIO(jpeg_bytes()))
+        services.photo_import(event=event, name="bad.jpg", fileobj=io.BytesIO(corrupt_jpeg()))
+    for n in range(3):
+        Selfie.objects.create(event=event, consent_at=timezone.now(), image=f"{n}.jpg")
+    Event.objects.create(name="Empty", slug="empty")
+    page = admin_client.get(reverse("admin:gallery_event_changelist")).content.decode()
+    row = page[page.index("Summer party") :].split("</tr>")[0]
+    cells = [c.split(">")[-1] for c in row.split("</td>")[:-1]]
+    assert cells[-4:] == ["2", "1", "1", "3"]  # photos, indexed, failed, selfies: not multiplied
+    empty = page[page.index(">Empty<") :].split("</tr>")[0]
+    assert [c.split(">")[-1] for c in empty.split("</td>")[:-1]][-4:] == ["0", "0", "0", "0"]
