@@ -15,6 +15,7 @@ from django.utils.safestring import mark_safe
 from gallery import services
 from gallery.forms import PhotoUploadForm
 from gallery.models import Event, Face, Match, Photo, Selfie
+from gallery.serving import serve_file
 from matching import services as matching_services
 
 
@@ -179,13 +180,11 @@ class PhotoAdmin(admin.ModelAdmin):
         return [path("<int:photo_id>/thumbnail.jpg", view, name="gallery_photo_thumbnail"), *super().get_urls()]
 
     def thumbnail_view(self, request: HttpRequest, photo_id: int) -> HttpResponse:
-        from gallery.views import _serve
-
         if not self.has_view_permission(request):
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied
-        return _serve(get_object_or_404(Photo, pk=photo_id).thumbnail)
+        return serve_file(get_object_or_404(Photo, pk=photo_id).thumbnail)
 
     @admin.action(description="Index the selected photos again")
     def reindex(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:

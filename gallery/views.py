@@ -9,19 +9,17 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core.files.storage import FileSystemStorage
-from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from gallery import access, services
 from gallery.forms import CodeForm, SelfieForm
 from gallery.models import Photo, Selfie
+from gallery.serving import serve_file
 from matching.images import ImageProblem
 
 logger = logging.getLogger("trouvaille.web")
@@ -154,27 +152,6 @@ def me_forget(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("gallery:event", slug=event.slug)
 
 
-def _serve(file: FieldFile, *, download_name: str | None = None) -> HttpResponse:
-    """Local files stream through here; object storage answers a presigned redirect."""
-    if not file:
-        raise Http404("Not ready yet.")
-    if isinstance(file.storage, FileSystemStorage):
-        response: HttpResponse = FileResponse(
-            file.open("rb"), as_attachment=bool(download_name), filename=download_name or ""
-        )
-        response["Content-Type"] = "image/jpeg"
-    else:
-        # Properly quoted (and RFC 5987-encoded for non-ASCII names), as Django's FileResponse does.
-        disposition = content_disposition_header(True, download_name) if download_name else None
-        parameters = {"ResponseContentDisposition": disposition} if disposition else {}
-        response = HttpResponseRedirect(file.storage.url(file.name, parameters=parameters))
-        # Well within the presigned URL's lifetime, so a cached redirect never points at an expired URL.
-        response["Cache-Control"] = "private, max-age=60"
-        return response
-    response["Cache-Control"] = "private, max-age=300"
-    return response
-
-
 def _download_name(photo: Photo) -> str:
     stem = photo.original_name.rsplit(".", 1)[0] or f"photo-{photo.pk}"
     return f"{stem}.jpg"
@@ -183,20 +160,20 @@ def _download_name(photo: Photo) -> str:
 @require_GET
 def photo_thumbnail(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
     event = access.unlocked_event_for_attendee(request, slug)
-    return _serve(access.matched_photo_for_attendee(request, event, photo_id).thumbnail)
+    return serve_file(access.matched_photo_for_attendee(request, event, photo_id).thumbnail)
 
 
 @require_GET
 def photo_view(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
     event = access.unlocked_event_for_attendee(request, slug)
-    return _serve(access.matched_photo_for_attendee(request, event, photo_id).display)
+    return serve_file(access.matched_photo_for_attendee(request, event, photo_id).display)
 
 
 @require_GET
 def photo_download(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
     event = access.unlocked_event_for_attendee(request, slug)
     photo = access.matched_photo_for_attendee(request, event, photo_id)
-    return _serve(photo.display, download_name=_download_name(photo))
+    return serve_file(photo.display, download_name=_download_name(photo))
 
 
 @never_cache
