@@ -24,6 +24,12 @@ from gallery.models import Event
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "gallery" / "sample_photos"
 LABELS: dict[str, dict] = json.loads((SAMPLES / "labels.json").read_text())
+# Three photos: Biden in two of them (one a group photo), Kit Harington in the third.
+BIDEN_TWICE_AND_KIT = [
+    SAMPLES / "groups/two_people.jpg",
+    SAMPLES / "people/biden/biden2.jpg",
+    SAMPLES / "people/kit_harington/kit1.jpg",
+]
 PEOPLE = sorted({person for entry in LABELS.values() for person in entry["people"]})
 
 

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gallery import services
 from gallery.models import Photo
-from tests.conftest import jpeg_bytes, sample, wait_for
+from tests.conftest import BIDEN_TWICE_AND_KIT, jpeg_bytes, sample, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -75,15 +75,7 @@ def shoot(page: Page, name: str) -> None:
 def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_engine, browser):
     event = services.event_create(name="Cluster night", slug="night", code="Sunset-42")
     qcluster()
-    summary = services.paths_import(
-        event=event,
-        paths=[
-            sample("groups/two_people.jpg"),
-            sample("people/biden/biden2.jpg"),
-            sample("people/kit_harington/kit1.jpg"),
-        ],
-    )
-    assert len(summary.created) == 3
+    assert len(services.paths_import(event=event, paths=BIDEN_TWICE_AND_KIT).created) == 3
     event_url = f"{live_server.url}/e/{event.slug}/"
     me_url = f"{event_url}me/"
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from gallery import services
 from gallery.models import Event, Photo, Selfie
-from tests.conftest import sample, upload, wait_for
+from tests.conftest import BIDEN_TWICE_AND_KIT, sample, upload, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.dlib]
 
@@ -21,15 +21,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.dlib]
 def test_a_real_cluster_indexes_and_matches(qcluster, dlib_engine):
     event = Event.objects.create(name="Cluster night", slug="cluster")
     qcluster()
-    summary = services.paths_import(
-        event=event,
-        paths=[
-            sample("groups/two_people.jpg"),
-            sample("people/biden/biden2.jpg"),
-            sample("people/kit_harington/kit1.jpg"),
-        ],
-    )
-    assert len(summary.created) == 3
+    assert len(services.paths_import(event=event, paths=BIDEN_TWICE_AND_KIT).created) == 3
     photos = Photo.objects.filter(event=event)
     wait_for(lambda: photos.filter(index_state=Photo.State.INDEXED).count() == 3, timeout=120, what="indexing")
     assert sorted(photos.values_list("face_count", flat=True)) == [1, 1, 2]

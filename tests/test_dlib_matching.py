@@ -12,7 +12,7 @@ from PIL import Image
 from gallery import services
 from gallery.models import Face, Match, Photo, Selfie
 from matching.engines import get_engine
-from tests.conftest import LABELS, PEOPLE, SAMPLES, files_with, sample, upload
+from tests.conftest import BIDEN_TWICE_AND_KIT, LABELS, PEOPLE, SAMPLES, files_with, sample, upload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.dlib]
 
@@ -97,14 +97,7 @@ def test_rematching_finds_photos_imported_after_the_selfie(dlib_engine, event, r
 
     # Photos arrive later; the attendee does nothing.
     with run_jobs():
-        services.paths_import(
-            event=event,
-            paths=[
-                sample("groups/two_people.jpg"),
-                sample("people/biden/biden2.jpg"),
-                sample("people/kit_harington/kit1.jpg"),
-            ],
-        )
+        services.paths_import(event=event, paths=BIDEN_TWICE_AND_KIT)
     assert set(selfie.matches.values_list("photo__original_name", flat=True)) == {"two_people.jpg", "biden2.jpg"}
     status = client.get(reverse("gallery:me_status", args=[event.slug])).json()
     assert status["state"] == "done" and status["matches"] == 2
