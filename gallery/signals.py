@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from django.db import transaction
 from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
@@ -20,12 +19,8 @@ from matching import jobs
 
 
 def _delete_files_on_commit(*files: FieldFile) -> None:
-    for file in files:
-        if file and file.name:
-            storage, name = file.storage, file.name
-            # robust: the rows are gone either way; one failed delete (an S3
-            # hiccup) must neither fail the request nor skip the other files.
-            transaction.on_commit(lambda storage=storage, name=name: storage.delete(name), robust=True)
+    # A job, not the request: deleting a big event means thousands of S3 calls.
+    jobs.enqueue_files_delete([file.name for file in files if file and file.name])
 
 
 @receiver(pre_delete, sender=Event)

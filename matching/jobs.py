@@ -61,6 +61,12 @@ def enqueue_selfie_match(selfie_id: int) -> None:
     enqueue("matching.tasks.selfie_match_task", selfie_id, group="selfies")
 
 
+def enqueue_files_delete(names: list[str]) -> None:
+    """Delete stored files (of rows already deleted) once the deletion commits."""
+    if names:
+        enqueue("matching.tasks.files_delete_task", names, group="files")
+
+
 def enqueue_forget(event_id: int, external_ids: list[str], *, engine: str) -> None:
     """Drop faces kept remotely by `engine` (the one that stored them, not necessarily the current one)."""
     if external_ids:

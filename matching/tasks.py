@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django_q.exceptions import TimeoutException
 
 from matching import services
@@ -54,6 +55,22 @@ def selfie_match_task(selfie_id: int, job_id: str = "") -> str:
 
 def _timeout_reason() -> str:
     return f"Indexing took longer than Q_TIMEOUT ({settings.Q_CLUSTER['timeout']} s); try `reindex --failed`."
+
+
+def files_delete_task(names: list[str], job_id: str = "") -> None:
+    """Delete each file; one failure (an S3 hiccup) neither stops the others nor hides."""
+    failed = []
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # logged with the name; the rest are still deleted
+            logger.exception("deleting %s failed", name, extra={"job_id": job_id})
+            failed.append(name)
+    extra = {"job": "files_delete", "job_id": job_id, "files": len(names), "failed": len(failed)}
+    logger.info("files_delete", extra=extra)
+    if failed:
+        # django-q2 records the failure in its admin (Failed tasks), with the names.
+        raise OSError(f"could not delete {len(failed)} file(s): {', '.join(failed[:10])}")
 
 
 def faces_forget_task(event_id: int, external_ids: list[str], engine: str, job_id: str = "") -> None:
