@@ -8,8 +8,6 @@ them, which may no longer be the configured one.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
@@ -33,11 +31,7 @@ def _event_pre_delete(sender: type[Event], instance: Event, **kwargs: object) ->
 
 @receiver(pre_delete, sender=Photo)
 def _photo_pre_delete(sender: type[Photo], instance: Photo, **kwargs: object) -> None:
-    by_engine: dict[str, list[str]] = defaultdict(list)
-    for engine, external_id in instance.faces.exclude(external_id="").values_list("engine", "external_id"):
-        by_engine[engine].append(external_id)
-    for engine, external_ids in by_engine.items():
-        jobs.enqueue_forget(instance.event_id, external_ids, engine=engine)
+    jobs.enqueue_forget(instance.event_id, instance.faces.exclude(external_id="").values_list("engine", "external_id"))
 
 
 @receiver(post_delete, sender=Photo)
@@ -47,6 +41,5 @@ def _photo_post_delete(sender: type[Photo], instance: Photo, **kwargs: object) -
 
 @receiver(post_delete, sender=Selfie)
 def _selfie_post_delete(sender: type[Selfie], instance: Selfie, **kwargs: object) -> None:
-    if instance.external_id:
-        jobs.enqueue_forget(instance.event_id, [instance.external_id], engine=instance.engine)
+    jobs.enqueue_forget(instance.event_id, [(instance.engine, instance.external_id)])
     _delete_files_on_commit(instance.image)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
@@ -67,9 +68,15 @@ def enqueue_files_delete(names: list[str]) -> None:
         enqueue("matching.tasks.files_delete_task", names, group="files")
 
 
-def enqueue_forget(event_id: int, external_ids: list[str], *, engine: str) -> None:
-    """Drop faces kept remotely by `engine` (the one that stored them, not necessarily the current one)."""
-    if external_ids:
+def enqueue_forget(event_id: int, faces: Iterable[tuple[str, str]]) -> None:
+    """Drop faces kept remotely, given as (engine, external id) pairs: one job per engine,
+    run by the engine that stored them (not necessarily the current one). Faces without
+    an external id (kept only in our database) need nothing."""
+    by_engine: dict[str, list[str]] = {}
+    for engine, external_id in faces:
+        if external_id:
+            by_engine.setdefault(engine, []).append(external_id)
+    for engine, external_ids in by_engine.items():
         enqueue("matching.tasks.faces_forget_task", event_id, external_ids, engine, group="forget")
 
 

@@ -91,7 +91,7 @@ def photo_index(*, photo_id: int) -> str:
         if not updated:
             # Reset (reindex) or deleted while we worked: a newer job owns it.
             # Faces a hosted engine stored in this run belong to no row: forget them.
-            jobs.enqueue_forget(photo.event_id, [f.external_id for f in found if f.external_id], engine=engine.name)
+            jobs.enqueue_forget(photo.event_id, [(engine.name, face.external_id) for face in found])
             return "superseded"
         replaced = list(photo.faces.exclude(external_id="").values_list("engine", "external_id"))
         photo.faces.all().delete()
@@ -108,7 +108,8 @@ def photo_index(*, photo_id: int) -> str:
             )
             for face in found
         )
-    _forget_replaced(event_id=photo.event_id, replaced=replaced, kept={face.external_id for face in found})
+    kept = {face.external_id for face in found}
+    jobs.enqueue_forget(photo.event_id, [(name, face_id) for name, face_id in replaced if face_id not in kept])
     try:
         photo_match(photo=photo)
     except Exception:
@@ -117,16 +118,6 @@ def photo_index(*, photo_id: int) -> str:
         logger.exception("re-matching photo %s failed", photo_id, extra={"photo_id": photo_id})
         return "indexed-unmatched"
     return "indexed"
-
-
-def _forget_replaced(*, event_id: int, replaced: list[tuple[str, str]], kept: set[str]) -> None:
-    """Queue forgetting remote faces no longer referenced, each by the engine that stored it."""
-    by_engine: dict[str, list[str]] = {}
-    for engine_name, external_id in replaced:
-        if external_id not in kept:
-            by_engine.setdefault(engine_name, []).append(external_id)
-    for engine_name, external_ids in by_engine.items():
-        jobs.enqueue_forget(event_id, external_ids, engine=engine_name)
 
 
 def photo_index_abandon(*, photo_id: int, reason: str) -> None:
@@ -223,11 +214,8 @@ def selfie_match(*, selfie_id: int) -> str:
             if face is None:
                 raise ImageProblem(NO_FACE_MESSAGE)
             # Re-enrolled with another engine: the old remote face goes.
-            _forget_replaced(
-                event_id=selfie.event_id,
-                replaced=[(selfie.engine, selfie.external_id)] if selfie.external_id else [],
-                kept={face.external_id},
-            )
+            if selfie.external_id != face.external_id:
+                jobs.enqueue_forget(selfie.event_id, [(selfie.engine, selfie.external_id)])
             selfie.embedding = face.embedding.tobytes() if face.embedding is not None else b""
             selfie.external_id = face.external_id
             selfie.engine = engine.name
@@ -236,7 +224,7 @@ def selfie_match(*, selfie_id: int) -> str:
                 embedding=selfie.embedding, external_id=selfie.external_id, engine=selfie.engine
             ):
                 # Deleted while we enrolled it: its face must not outlive it.
-                jobs.enqueue_forget(selfie.event_id, [face.external_id] if face.external_id else [], engine=engine.name)
+                jobs.enqueue_forget(selfie.event_id, [(engine.name, face.external_id)])
                 return "superseded"
         searched_at = timezone.now()
         found = engine.match_selfie(selfie=selfie)
