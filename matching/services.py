@@ -49,6 +49,15 @@ def _claim(model: type[Photo | Selfie], pk: int, *, state: str, error: str, work
     return bool(model.objects.filter(takeable, pk=pk).update(**{state: working, error: ""}, claimed_at=timezone.now()))
 
 
+def _stuck(*, state: str, working: str) -> Q:
+    """Rows whose job was lost: claimed longer than Q_RETRY ago, or pending that long
+    while the queue is empty (while jobs still wait, a pending row is just queued)."""
+    stuck = Q(**{state: working, "claimed_at__lt": _stale_before()})
+    if not jobs.waiting():
+        stuck |= Q(**{state: "pending", "created_at__lt": _stale_before()})
+    return stuck
+
+
 def _explain(exc: Exception) -> str:
     if isinstance(exc, ImageProblem):
         return str(exc)
@@ -73,9 +82,7 @@ def photo_index(*, photo_id: int) -> str:
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
-        Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
-            index_state=Photo.State.FAILED, index_error=_explain(exc), claimed_at=None
-        )
+        photo_index_abandon(photo_id=photo_id, reason=_explain(exc))
         return "failed"
 
     replaced: list[tuple[str, str]] = []
@@ -121,7 +128,7 @@ def photo_index(*, photo_id: int) -> str:
 
 
 def photo_index_abandon(*, photo_id: int, reason: str) -> None:
-    """Record that an index job was stopped from outside (timeout) before it could finish."""
+    """Record that this photo's index job failed, or was stopped from outside (timeout)."""
     Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
         index_state=Photo.State.FAILED, index_error=reason, claimed_at=None
     )
@@ -172,18 +179,13 @@ def _matches_upsert(matches: list[Match]) -> None:
 def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuck_only: bool = False) -> int:
     """Queue photos for indexing again: all, the failed ones, or the stuck ones. Returns how many.
 
-    Stuck: claimed by a worker longer than Q_RETRY ago, or pending that long while
-    the queue is empty; their job was lost (a broker restart, a worker killed
-    without answering). While jobs still wait, a pending photo is just queued.
+    Stuck: their job was lost (a broker restart, a worker killed without answering); see _stuck.
     """
     photos = Photo.objects.all() if event is None else event.photos.all()
     if failed_only:
         photos = photos.filter(index_state=Photo.State.FAILED)
     if stuck_only:
-        stuck = Q(index_state=Photo.State.PROCESSING, claimed_at__lt=_stale_before())
-        if not jobs.waiting():
-            stuck |= Q(index_state=Photo.State.PENDING, created_at__lt=_stale_before())
-        photos = photos.filter(stuck)
+        photos = photos.filter(_stuck(state="index_state", working=Photo.State.PROCESSING))
     return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
 
 
@@ -232,10 +234,7 @@ def selfie_match(*, selfie_id: int) -> str:
         if not isinstance(exc, ImageProblem):
             logger.exception("matching selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
         # Attendees read this text: only our own messages, never internals.
-        message = str(exc) if isinstance(exc, ImageProblem) else SELFIE_FAILED_MESSAGE
-        Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
-            match_state=Selfie.State.FAILED, match_error=message, claimed_at=None
-        )
+        selfie_match_abandon(selfie_id=selfie_id, message=str(exc) if isinstance(exc, ImageProblem) else None)
         return "failed"
     with transaction.atomic():
         updated = Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
@@ -250,10 +249,13 @@ def selfie_match(*, selfie_id: int) -> str:
     return "done"
 
 
-def selfie_match_abandon(*, selfie_id: int) -> None:
-    """Record that a match job was stopped from outside (timeout) before it could finish."""
+def selfie_match_abandon(*, selfie_id: int, message: str | None = None) -> None:
+    """Record that this selfie's match job failed, or was stopped from outside (timeout).
+
+    `message` is shown to the attendee; without one, a generic message (never internals).
+    """
     Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
-        match_state=Selfie.State.FAILED, match_error=SELFIE_FAILED_MESSAGE, claimed_at=None
+        match_state=Selfie.State.FAILED, match_error=message or SELFIE_FAILED_MESSAGE, claimed_at=None
     )
 
 
@@ -261,10 +263,7 @@ def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> in
     """Queue every selfie (of one event, or all; or only stuck ones) to be matched again. Returns how many."""
     selfies = Selfie.objects.all() if event is None else event.selfies.all()
     if stuck_only:
-        stuck = Q(match_state=Selfie.State.MATCHING, claimed_at__lt=_stale_before())
-        if not jobs.waiting():
-            stuck |= Q(match_state=Selfie.State.PENDING, created_at__lt=_stale_before())
-        selfies = selfies.filter(stuck)
+        selfies = selfies.filter(_stuck(state="match_state", working=Selfie.State.MATCHING))
     with transaction.atomic():
         ids = list(selfies.values_list("id", flat=True))
         Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)
