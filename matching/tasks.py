@@ -16,11 +16,12 @@ from matching.engines import get_engine
 logger = logging.getLogger("trouvaille.jobs")
 
 
-def _run(job: str, func: Callable[..., str], job_id: str, **ids: int) -> str:
+def _run(job: str, job_id: str, work: Callable[[], str], **ids: int) -> str:
+    """Run a job's work and log one line for it: job, job id, ids, outcome, duration."""
     started = time.monotonic()
     outcome = "error"
     try:
-        outcome = func(**ids)
+        outcome = work()
         return outcome
     finally:
         logger.info(
@@ -37,7 +38,7 @@ def _run(job: str, func: Callable[..., str], job_id: str, **ids: int) -> str:
 
 def photo_index_task(photo_id: int, job_id: str = "") -> str:
     try:
-        return _run("photo_index", services.photo_index, job_id, photo_id=photo_id)
+        return _run("photo_index", job_id, lambda: services.photo_index(photo_id=photo_id), photo_id=photo_id)
     except TimeoutException:
         # django-q2 raises this (a SystemExit) past Q_TIMEOUT; without recording
         # it the photo would stay "processing" for good.
@@ -47,7 +48,7 @@ def photo_index_task(photo_id: int, job_id: str = "") -> str:
 
 def selfie_match_task(selfie_id: int, job_id: str = "") -> str:
     try:
-        return _run("selfie_match", services.selfie_match, job_id, selfie_id=selfie_id)
+        return _run("selfie_match", job_id, lambda: services.selfie_match(selfie_id=selfie_id), selfie_id=selfie_id)
     except TimeoutException:
         services.selfie_match_abandon(selfie_id=selfie_id)
         raise
@@ -57,27 +58,36 @@ def _timeout_reason() -> str:
     return f"Indexing took longer than Q_TIMEOUT ({settings.Q_CLUSTER['timeout']} s); try `reindex --failed`."
 
 
-def files_delete_task(names: list[str], job_id: str = "") -> None:
+def files_delete_task(names: list[str], job_id: str = "") -> str:
     """Delete each file; one failure (an S3 hiccup) neither stops the others nor hides."""
-    failed = []
-    for name in names:
-        try:
-            default_storage.delete(name)
-        except Exception:  # logged with the name; the rest are still deleted
-            logger.exception("deleting %s failed", name, extra={"job_id": job_id})
-            failed.append(name)
-    extra = {"job": "files_delete", "job_id": job_id, "files": len(names), "failed": len(failed)}
-    logger.info("files_delete", extra=extra)
-    if failed:
-        # django-q2 records the failure in its admin (Failed tasks), with the names.
-        raise OSError(f"could not delete {len(failed)} file(s): {', '.join(failed[:10])}")
+
+    def delete() -> str:
+        failed = []
+        for name in names:
+            try:
+                default_storage.delete(name)
+            except Exception:  # logged with the name; the rest are still deleted
+                logger.exception("deleting %s failed", name, extra={"job_id": job_id})
+                failed.append(name)
+        if failed:
+            # django-q2 records the failure in its admin (Failed tasks), with the names.
+            raise OSError(f"could not delete {len(failed)} file(s): {', '.join(failed[:10])}")
+        return "deleted"
+
+    return _run("files_delete", job_id, delete, files=len(names))
 
 
-def faces_forget_task(event_id: int, external_ids: list[str], engine: str, job_id: str = "") -> None:
-    get_engine(engine).forget_faces(event_id=event_id, external_ids=external_ids)
-    logger.info("faces_forget", extra={"job": "faces_forget", "job_id": job_id, "event_id": event_id})
+def faces_forget_task(event_id: int, external_ids: list[str], engine: str, job_id: str = "") -> str:
+    def forget() -> str:
+        get_engine(engine).forget_faces(event_id=event_id, external_ids=external_ids)
+        return "forgotten"
+
+    return _run("faces_forget", job_id, forget, event_id=event_id, faces=len(external_ids))
 
 
-def event_forget_task(event_id: int, engine: str, job_id: str = "") -> None:
-    get_engine(engine).forget_event(event_id=event_id)
-    logger.info("event_forget", extra={"job": "event_forget", "job_id": job_id, "event_id": event_id})
+def event_forget_task(event_id: int, engine: str, job_id: str = "") -> str:
+    def forget() -> str:
+        get_engine(engine).forget_event(event_id=event_id)
+        return "forgotten"
+
+    return _run("event_forget", job_id, forget, event_id=event_id)
