@@ -1,18 +1,18 @@
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
-from django.template.defaultfilters import filesizeformat
 
 
+# The attendee templates write these inputs out themselves (camera button, consent
+# box); the forms validate and carry the labels and messages.
 class CodeForm(forms.Form):
-    code = forms.CharField(label="Event code", max_length=64, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    code = forms.CharField(label="Event code", max_length=64)
 
 
 class SelfieForm(forms.Form):
+    # Size and content are judged by services.selfie_create, for every caller.
     image = forms.FileField(
         label="Your selfie",
-        widget=forms.ClearableFileInput(attrs={"accept": "image/*", "capture": "user"}),
         error_messages={"required": "Please choose or take a selfie.", "empty": "That file is empty."},
     )
     consent = forms.BooleanField(
@@ -22,14 +22,6 @@ class SelfieForm(forms.Form):
         ),
         error_messages={"required": "Please agree to the use of your selfie to find your photos."},
     )
-
-    def clean_image(self):
-        image = self.cleaned_data["image"]
-        if image.size > settings.SELFIE_MAX_BYTES:
-            raise forms.ValidationError(
-                f"This photo is too large; the limit is {filesizeformat(settings.SELFIE_MAX_BYTES)}."
-            )
-        return image
 
 
 class MultipleFileInput(forms.ClearableFileInput):

@@ -298,3 +298,10 @@ def test_changing_a_leaked_code_locks_out_everyone_who_used_it(client, event, ru
     event.save()
     assert b"Enter the code" in client.get(reverse("gallery:event", args=[event.slug])).content
     assert post_selfie(client, event).status_code == 404
+
+
+def test_a_selfie_over_the_byte_limit_is_refused(client, event, settings):
+    settings.SELFIE_MAX_BYTES = 1000
+    response = post_selfie(client, event, jpeg_bytes(RED, size=(400, 300)))
+    assert response.status_code == 400 and b"This photo is too large; the limit is 1000" in response.content
+    assert not Selfie.objects.exists()
