@@ -48,7 +48,8 @@ class Command(BaseCommand):
 
         files = list(services.expand_paths(paths))
         with tqdm(total=len(files), unit="file", desc="Importing", disable=None, file=self.stderr) as bar:
-            summary = services.paths_import(event=event, paths=paths, on_file=lambda path, result: bar.update(1))
+            # The files found once for the bar; paths_import takes them as they are.
+            summary = services.paths_import(event=event, paths=files, on_file=lambda path, result: bar.update(1))
         for name, reason in summary.rejected:
             self.stderr.write(f"  rejected {name}: {reason}")
         self.stdout.write(self.style.SUCCESS(f"{event.slug}: {summary.describe()}."))
