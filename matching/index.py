@@ -37,6 +37,16 @@ def _event_faces(event_id: int, engine: str):
     )
 
 
+def _matrix(embeddings: list[bytes]) -> NDArray[np.float32]:
+    """Stored float32 embeddings as one rows x dims matrix.
+
+    One copy of the joined bytes: several times faster than np.stack of one array per row.
+    """
+    if not embeddings:
+        return np.empty((0, 128), dtype=np.float32)
+    return np.frombuffer(b"".join(embeddings), dtype=np.float32).reshape(len(embeddings), -1)
+
+
 def _event_version(event_id: int) -> tuple:
     # The (event, index_state) index of Photo answers this without touching the
     # Face rows, whose embeddings make a scan of them slow (~100 ms at 300k faces).
@@ -55,12 +65,7 @@ def _event_index(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray
             return cached[1], cached[2], cached[3]
     rows = list(_event_faces(event_id, engine).values_list("photo_id", "embedding"))
     photo_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    # One copy of the joined bytes: several times faster than np.stack of one array per row.
-    matrix = (
-        np.frombuffer(b"".join([row[1] for row in rows]), dtype=np.float32).reshape(len(rows), -1)
-        if rows
-        else np.empty((0, 128), dtype=np.float32)
-    )
+    matrix = _matrix([row[1] for row in rows])
     norms = np.einsum("ij,ij->i", matrix, matrix)
     with _cache_lock:
         _cache[key] = (version, photo_ids, matrix, norms)
@@ -104,20 +109,16 @@ def photos_near(*, event_id: int, engine: str, probe: np.ndarray, tolerance: flo
 def selfies_near(*, photo: Photo, engine: str, tolerance: float | None = None) -> dict[int, float]:
     """Selfie id -> best distance, for the event's enrolled selfies seen in this photo."""
     tolerance = settings.FACE_TOLERANCE if tolerance is None else tolerance
-    faces = [
-        np.frombuffer(e, dtype=np.float32)
-        for e in photo.faces.filter(engine=engine).values_list("embedding", flat=True)
-        if e
-    ]
+    faces = _matrix(list(photo.faces.filter(engine=engine).exclude(embedding=b"").values_list("embedding", flat=True)))
     selfies = list(
         Selfie.objects.filter(event_id=photo.event_id, engine=engine)
         .exclude(embedding=b"")
         .values_list("id", "embedding")
     )
-    if not faces or not selfies:
+    if not len(faces) or not selfies:
         return {}
     selfie_ids = np.array([row[0] for row in selfies], dtype=np.int64)
-    selfie_matrix = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in selfies])
+    selfie_matrix = _matrix([row[1] for row in selfies])
     # faces x selfies distances, then the best face for each selfie.
-    distances = np.linalg.norm(np.stack(faces)[:, None, :] - selfie_matrix[None, :, :], axis=2).min(axis=0)
+    distances = np.linalg.norm(faces[:, None, :] - selfie_matrix[None, :, :], axis=2).min(axis=0)
     return _best_per_key(selfie_ids, distances, tolerance)
