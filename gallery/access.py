@@ -81,8 +81,14 @@ def unlocked_event_for_attendee(request: HttpRequest, slug: str) -> Event:
     return event
 
 
-def _own_key(event_id: int) -> str:
-    return f"own-selfie:{event_id}"
+def _own_key(event: Event) -> str:
+    return f"own-selfie:{event.pk}"
+
+
+def _session_selfie(request: HttpRequest, event: Event, key: str) -> Selfie | None:
+    """The event's selfie whose token the session keeps under `key`, if it still exists."""
+    token = request.session.get(key)
+    return Selfie.objects.filter(event=event, token=token).first() if token else None
 
 
 def selfie_remember(request: HttpRequest, selfie: Selfie, *, own: bool) -> None:
@@ -93,12 +99,12 @@ def selfie_remember(request: HttpRequest, selfie: Selfie, *, own: bool) -> None:
     """
     request.session[_selfie_key(selfie.event)] = selfie.token
     if own:
-        request.session[_own_key(selfie.event_id)] = selfie.token
+        request.session[_own_key(selfie.event)] = selfie.token
 
 
 def own_selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:
-    token = request.session.get(_own_key(event.pk))
-    return Selfie.objects.filter(event=event, token=token).first() if token else None
+    """The selfie this browser took for the event (not one opened by private link), or None."""
+    return _session_selfie(request, event, _own_key(event))
 
 
 def selfie_forget(request: HttpRequest, event: Event) -> None:
@@ -106,25 +112,19 @@ def selfie_forget(request: HttpRequest, event: Event) -> None:
     request.session.pop(_selfie_key(event), None)
     own = own_selfie_for_attendee(request, event)
     if own is None:
-        request.session.pop(_own_key(event.pk), None)
+        request.session.pop(_own_key(event), None)
     else:
         request.session[_selfie_key(event)] = own.token
 
 
 def selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:
-    """This visitor's selfie for the event, or None."""
-    token = request.session.get(_selfie_key(event))
-    if not token:
-        return None
-    return Selfie.objects.filter(event=event, token=token).first()
+    """The selfie whose photos this visitor sees for the event, or None."""
+    return _session_selfie(request, event, _selfie_key(event))
 
 
 def selfie_by_token(event: Event, token: str) -> Selfie:
     """The selfie a private link's token names, or 404 (wrong event, wrong or deleted token)."""
-    selfie = Selfie.objects.filter(event=event, token=token).first()
-    if selfie is None:
-        raise Http404("No such link.")
-    return selfie
+    return get_object_or_404(Selfie, event=event, token=token)
 
 
 def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int) -> Photo:
