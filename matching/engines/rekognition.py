@@ -94,10 +94,10 @@ class RekognitionEngine(FaceEngine):
         # Every call holds a slot, so threads of one worker never exceed the
         # concurrency the account's TPS quota was sized for.
         self._slots = threading.BoundedSemaphore(settings.AWS_CONCURRENT_REQUESTS)
-        self.quality_filter: str = getattr(settings, "AWS_REKOGNITION_QUALITY_FILTER", "AUTO")
+        self.quality_filter: str = settings.AWS_REKOGNITION_QUALITY_FILTER
         # Rekognition needs 40 px faces at 1920x1080 and proportionally bigger
         # ones above: more pixels only cost upload bytes and time.
-        self.max_side: int = getattr(settings, "AWS_REKOGNITION_MAX_SIDE", 1920)
+        self.max_side: int = settings.AWS_REKOGNITION_MAX_SIDE
 
     @property
     def client(self) -> Any:
