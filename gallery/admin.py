@@ -16,7 +16,6 @@ from gallery import services
 from gallery.forms import PhotoUploadForm
 from gallery.models import Event, Face, Match, Photo, Selfie
 from gallery.serving import serve_file
-from matching import services as matching_services
 
 
 def _qr_svg(url: str) -> str:
@@ -125,12 +124,12 @@ class EventAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry failed photos of the selected events")
     def reindex_failed(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
-        count = sum(matching_services.event_reindex(event=event, failed_only=True) for event in queryset)
+        count = sum(services.event_reindex(event=event, failed_only=True) for event in queryset)
         self.message_user(request, f"{count} photos queued for indexing again.")
 
     @admin.action(description="Match all selfies of the selected events again")
     def rematch(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
-        count = sum(matching_services.event_rematch(event=event) for event in queryset)
+        count = sum(services.event_rematch(event=event) for event in queryset)
         self.message_user(request, f"{count} selfies queued for matching.")
 
 
@@ -190,9 +189,7 @@ class PhotoAdmin(admin.ModelAdmin):
     def reindex(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
         count = 0
         for event in Event.objects.filter(photos__in=queryset).distinct():
-            count += matching_services.photos_reindex(
-                photo_ids=list(queryset.filter(event=event).values_list("id", flat=True))
-            )
+            count += services.photos_reindex(photo_ids=list(queryset.filter(event=event).values_list("id", flat=True)))
         self.message_user(request, f"{count} photos queued for indexing.")
 
 

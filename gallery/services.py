@@ -1,7 +1,7 @@
 """Business writes for events, photos and selfies.
 
 Views, admin actions and commands call these; none of them detects faces:
-indexing and matching are queued as jobs (matching.jobs) after commit.
+indexing and matching are queued as jobs (gallery.jobs) after commit.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -21,13 +21,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
 
+from gallery import jobs
+from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file, load_rgb
 from gallery.models import Event, Photo, Selfie
-from matching import jobs
-from matching.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file, load_rgb
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -265,3 +266,55 @@ def selfie_create(*, event: Event, upload: IO[bytes], consent: bool, replaces: S
 def selfie_delete(*, selfie: Selfie) -> None:
     """Forget an attendee: their selfie, its face and their matches (see signals)."""
     selfie.delete()
+
+
+# --- Queueing photos and selfies again -----------------------------------------
+
+
+def stale_before() -> timezone.datetime:
+    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"])
+
+
+def _stuck(*, state: str, working: str) -> Q:
+    """Rows whose job was lost: claimed longer than Q_RETRY ago, or pending that long
+    while the queue is empty (while jobs still wait, a pending row is just queued)."""
+    stuck = Q(**{state: working, "claimed_at__lt": stale_before()})
+    if not jobs.waiting():
+        stuck |= Q(**{state: "pending", "created_at__lt": stale_before()})
+    return stuck
+
+
+def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuck_only: bool = False) -> int:
+    """Queue photos for indexing again: all, the failed ones, or the stuck ones. Returns how many.
+
+    Stuck: their job was lost (a broker restart, a worker killed without answering); see _stuck.
+    """
+    photos = Photo.objects.all() if event is None else event.photos.all()
+    if failed_only:
+        photos = photos.filter(index_state=Photo.State.FAILED)
+    if stuck_only:
+        photos = photos.filter(_stuck(state="index_state", working=Photo.State.PROCESSING))
+    return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
+
+
+def photos_reindex(*, photo_ids: list[int]) -> int:
+    """Reset photos to pending and queue their index jobs. Faces are replaced, not added."""
+    with transaction.atomic():
+        rows = list(Photo.objects.filter(id__in=photo_ids).values_list("id", "event_id"))
+        Photo.objects.filter(id__in=photo_ids).update(index_state=Photo.State.PENDING, index_error="", claimed_at=None)
+        for photo_id, event_id in rows:
+            jobs.enqueue_photo_index(photo_id, event_id=event_id)
+    return len(rows)
+
+
+def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> int:
+    """Queue every selfie (of one event, or all; or only stuck ones) to be matched again. Returns how many."""
+    selfies = Selfie.objects.all() if event is None else event.selfies.all()
+    if stuck_only:
+        selfies = selfies.filter(_stuck(state="match_state", working=Selfie.State.MATCHING))
+    with transaction.atomic():
+        ids = list(selfies.values_list("id", flat=True))
+        Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)
+        for selfie_id in ids:
+            jobs.enqueue_selfie_match(selfie_id)
+    return len(ids)

@@ -12,8 +12,8 @@ from django.db.models.fields.files import FieldFile
 from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
+from gallery import jobs
 from gallery.models import Event, Face, Photo, Selfie
-from matching import jobs
 
 
 def _delete_files_on_commit(*files: FieldFile) -> None:

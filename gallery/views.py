@@ -18,9 +18,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from gallery import access, services
 from gallery.forms import CodeForm, SelfieForm
+from gallery.images import ImageProblem
 from gallery.models import Photo, Selfie
 from gallery.serving import serve_file
-from matching.images import ImageProblem
 
 logger = logging.getLogger("trouvaille.web")
 

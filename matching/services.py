@@ -17,7 +17,6 @@ synchronised by NTP, as timestamps come from each worker.)
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -25,10 +24,11 @@ from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
 
+from gallery import jobs
+from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.models import Event, Face, Match, Photo, Selfie
-from matching import jobs
+from gallery.services import stale_before
 from matching.engines import get_engine
-from matching.images import ImageProblem, jpeg_file, load_rgb
 
 logger = logging.getLogger("trouvaille.matching")
 
@@ -36,26 +36,13 @@ SELFIE_FAILED_MESSAGE = "Something went wrong while looking for your photos. Ple
 NO_FACE_MESSAGE = "We could not find a face in your selfie. Please take another one facing the camera, in good light."
 
 
-def _stale_before() -> timezone.datetime:
-    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"])
-
-
 def _claim(model: type[Photo | Selfie], pk: int, *, state: str, error: str, working: str) -> bool:
     """Take a pending row (or one whose claim was abandoned) for this job, atomically.
 
     One conditional UPDATE: of two workers given the same job, exactly one wins.
     """
-    takeable = Q(**{state: "pending"}) | Q(**{state: working, "claimed_at__lt": _stale_before()})
+    takeable = Q(**{state: "pending"}) | Q(**{state: working, "claimed_at__lt": stale_before()})
     return bool(model.objects.filter(takeable, pk=pk).update(**{state: working, error: ""}, claimed_at=timezone.now()))
-
-
-def _stuck(*, state: str, working: str) -> Q:
-    """Rows whose job was lost: claimed longer than Q_RETRY ago, or pending that long
-    while the queue is empty (while jobs still wait, a pending row is just queued)."""
-    stuck = Q(**{state: working, "claimed_at__lt": _stale_before()})
-    if not jobs.waiting():
-        stuck |= Q(**{state: "pending", "created_at__lt": _stale_before()})
-    return stuck
 
 
 def _explain(exc: Exception) -> str:
@@ -176,29 +163,6 @@ def _matches_upsert(matches: list[Match]) -> None:
     )
 
 
-def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuck_only: bool = False) -> int:
-    """Queue photos for indexing again: all, the failed ones, or the stuck ones. Returns how many.
-
-    Stuck: their job was lost (a broker restart, a worker killed without answering); see _stuck.
-    """
-    photos = Photo.objects.all() if event is None else event.photos.all()
-    if failed_only:
-        photos = photos.filter(index_state=Photo.State.FAILED)
-    if stuck_only:
-        photos = photos.filter(_stuck(state="index_state", working=Photo.State.PROCESSING))
-    return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
-
-
-def photos_reindex(*, photo_ids: list[int]) -> int:
-    """Reset photos to pending and queue their index jobs. Faces are replaced, not added."""
-    with transaction.atomic():
-        rows = list(Photo.objects.filter(id__in=photo_ids).values_list("id", "event_id"))
-        Photo.objects.filter(id__in=photo_ids).update(index_state=Photo.State.PENDING, index_error="", claimed_at=None)
-        for photo_id, event_id in rows:
-            jobs.enqueue_photo_index(photo_id, event_id=event_id)
-    return len(rows)
-
-
 # --- Selfies ------------------------------------------------------------------
 
 
@@ -257,19 +221,6 @@ def selfie_match_abandon(*, selfie_id: int, message: str | None = None) -> None:
     Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
         match_state=Selfie.State.FAILED, match_error=message or SELFIE_FAILED_MESSAGE, claimed_at=None
     )
-
-
-def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> int:
-    """Queue every selfie (of one event, or all; or only stuck ones) to be matched again. Returns how many."""
-    selfies = Selfie.objects.all() if event is None else event.selfies.all()
-    if stuck_only:
-        selfies = selfies.filter(_stuck(state="match_state", working=Selfie.State.MATCHING))
-    with transaction.atomic():
-        ids = list(selfies.values_list("id", flat=True))
-        Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)
-        for selfie_id in ids:
-            jobs.enqueue_selfie_match(selfie_id)
-    return len(ids)
 
 
 def image_search(*, event: Event, image: Image.Image, tolerance: float | None = None) -> list[tuple[Photo, float]]:

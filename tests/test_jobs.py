@@ -71,7 +71,7 @@ def test_a_failed_rematch_keeps_the_faces_and_rematch_repairs_it(event, pending_
     assert Photo.objects.get().index_state == Photo.State.INDEXED and not selfie.matches.exists()
     monkeypatch.undo()
     with run_jobs():
-        matching_services.event_rematch(event=event)
+        services.event_rematch(event=event)
     assert selfie.matches.count() == 1
 
 
@@ -221,20 +221,20 @@ def test_a_broker_outage_does_not_break_the_upload(transactional_db, settings, m
 
 
 def test_pending_photos_are_not_stuck_while_jobs_still_wait(event, pending_photo, settings, monkeypatch):
-    from matching import jobs
+    from gallery import jobs
 
     old = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"] + 5)
     Photo.objects.filter(pk=pending_photo.pk).update(created_at=old)
     monkeypatch.setattr(jobs, "waiting", lambda: 250)  # a big import is still being worked through
-    assert matching_services.event_reindex(event=event, stuck_only=True) == 0
+    assert services.event_reindex(event=event, stuck_only=True) == 0
     monkeypatch.setattr(jobs, "waiting", lambda: 0)
-    assert matching_services.event_reindex(event=event, stuck_only=True) == 1
+    assert services.event_reindex(event=event, stuck_only=True) == 1
 
 
 def test_waiting_counts_the_real_broker_queue(transactional_db, settings):
     from django_q.brokers import get_broker
 
-    from matching import jobs
+    from gallery import jobs
 
     settings.JOBS_SYNC = False
     broker = get_broker()
@@ -267,7 +267,7 @@ def test_a_match_recorded_by_a_photo_job_during_a_selfie_search_survives(event, 
 
 
 def test_a_photo_deleted_while_its_copies_are_made_leaves_no_files(pending_photo, monkeypatch, settings):
-    from matching import images
+    from gallery import images
 
     real_jpeg_file, engine = images.jpeg_file, get_engine()
 

@@ -101,8 +101,8 @@ def expected_faces(name: str) -> int:
 def child(task: dict, barrier, results) -> None:
     """One worker-like process: load dlib, wait for the others, run the workload."""
     _setup_django()
+    from gallery.images import jpeg_file, load_rgb
     from matching.engines import get_engine
-    from matching.images import jpeg_file, load_rgb
 
     rss_start = _rss_mb()
     started = time.perf_counter()
@@ -294,7 +294,7 @@ def make_camera_files(tmp: Path) -> list[tuple[str, str]]:
     """Six sample photos scaled to a 24 MP camera size, as JPEG files."""
     from PIL import Image
 
-    from matching.images import load_rgb
+    from gallery.images import load_rgb
 
     files = []
     for name in CAMERA_PHOTOS:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from gallery.images import ImageProblem, load_rgb
 from gallery.models import Event
 from matching import services
-from matching.images import ImageProblem, load_rgb
 
 
 class Command(BaseCommand):

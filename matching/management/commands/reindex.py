@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from gallery import services
 from gallery.models import Event
-from matching import services
 
 
 class Command(BaseCommand):
