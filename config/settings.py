@@ -225,6 +225,8 @@ SELFIE_MAX_BYTES = env_int("SELFIE_MAX_BYTES", 20 * 1024 * 1024)
 SELFIE_MAX_SIDE = env_int("SELFIE_MAX_SIDE", 1024)
 # Non-JPEG selfies decode at full size in the web process: this bounds its memory.
 SELFIE_MAX_PIXELS = env_int("SELFIE_MAX_PIXELS", 24_000_000)
+# Selfies one attendee may have at once (side views, glasses): their matches make one gallery.
+ATTENDEE_MAX_SELFIES = env_int("ATTENDEE_MAX_SELFIES", 3)
 THUMBNAIL_SIDE = env_int("THUMBNAIL_SIDE", 480)
 # Served copies (view and download) are re-encoded without EXIF, at most this big.
 DISPLAY_MAX_SIDE = env_int("DISPLAY_MAX_SIDE", 3000)

@@ -1,7 +1,7 @@
 """Who may see what. Every attendee view starts with one of these checks.
 
 Attendees are anonymous: the session remembers which events they unlocked with
-the event code and which selfie (by its secret token) is theirs. Anything they
+the event code and which attendee (by their private link's secret token) they are. Anything they
 may not see is a 404, so nothing reveals that it exists.
 """
 
@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 
-from gallery.models import Event, Photo, Selfie
+from gallery.models import Attendee, Event, Photo
 
 
 def _unlocked_key(event: Event) -> str:
@@ -85,51 +85,55 @@ def _own_key(event: Event) -> str:
     return f"own-selfie:{event.pk}"
 
 
-def _session_selfie(request: HttpRequest, event: Event, key: str) -> Selfie | None:
-    """The event's selfie whose token the session keeps under `key`, if it still exists."""
+# The session keys keep their old names ("selfie:", "own-selfie:"): each
+# attendee inherited the token of the selfie it was made from, so sessions
+# from before attendees existed still open the same photos.
+def _session_attendee(request: HttpRequest, event: Event, key: str) -> Attendee | None:
+    """The event's attendee whose token the session keeps under `key`, if it still exists."""
     token = request.session.get(key)
-    return Selfie.objects.filter(event=event, token=token).first() if token else None
+    return Attendee.objects.by_token(event=event, token=token).first() if token else None
 
 
-def selfie_remember(request: HttpRequest, selfie: Selfie, *, own: bool) -> None:
-    """Show this selfie's photos in this browser; `own` when this browser took it.
+def attendee_remember(request: HttpRequest, attendee: Attendee, *, own: bool) -> None:
+    """Show this attendee's photos in this browser; `own` when this browser took their selfie.
 
-    A private link shows someone's photos without making their selfie this
-    browser's own: a new selfie taken here replaces only the browser's own one.
+    A private link shows someone's photos without making them this browser's
+    own: a new selfie taken here from the event page replaces only the
+    browser's own attendee's selfies.
     """
-    request.session[_selfie_key(selfie.event)] = selfie.token
+    request.session[_selfie_key(attendee.event)] = attendee.token
     if own:
-        request.session[_own_key(selfie.event)] = selfie.token
+        request.session[_own_key(attendee.event)] = attendee.token
 
 
-def own_selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:
-    """The selfie this browser took for the event (not one opened by private link), or None."""
-    return _session_selfie(request, event, _own_key(event))
+def own_attendee(request: HttpRequest, event: Event) -> Attendee | None:
+    """The attendee this browser took a selfie as (not one opened by private link), or None."""
+    return _session_attendee(request, event, _own_key(event))
 
 
-def selfie_forget(request: HttpRequest, event: Event) -> None:
-    """Stop showing the current selfie's photos here; back to this browser's own selfie, if any."""
+def attendee_forget(request: HttpRequest, event: Event) -> None:
+    """Stop showing the current attendee's photos here; back to this browser's own, if any."""
     request.session.pop(_selfie_key(event), None)
-    own = own_selfie_for_attendee(request, event)
+    own = own_attendee(request, event)
     if own is None:
         request.session.pop(_own_key(event), None)
     else:
         request.session[_selfie_key(event)] = own.token
 
 
-def selfie_for_attendee(request: HttpRequest, event: Event) -> Selfie | None:
-    """The selfie whose photos this visitor sees for the event, or None."""
-    return _session_selfie(request, event, _selfie_key(event))
+def attendee_for_visitor(request: HttpRequest, event: Event) -> Attendee | None:
+    """The attendee whose photos this visitor sees for the event, or None."""
+    return _session_attendee(request, event, _selfie_key(event))
 
 
-def selfie_by_token(event: Event, token: str) -> Selfie:
-    """The selfie a private link's token names, or 404 (wrong event, wrong or deleted token)."""
-    return get_object_or_404(Selfie, event=event, token=token)
+def attendee_by_token(event: Event, token: str) -> Attendee | None:
+    """The attendee a private link's token names; None for a wrong event or a deleted or wrong token."""
+    return Attendee.objects.by_token(event=event, token=token).first()
 
 
 def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int) -> Photo:
-    """A photo of the event that this visitor's selfie matched, or 404."""
-    selfie = selfie_for_attendee(request, event)
-    if selfie is None:
+    """A photo of the event in this visitor's gallery (matched, not marked "not me"), or 404."""
+    attendee = attendee_for_visitor(request, event)
+    if attendee is None:
         raise Http404("No such photo.")
-    return get_object_or_404(Photo, pk=photo_id, event=event, matches__selfie=selfie)
+    return get_object_or_404(attendee.photos(), pk=photo_id)

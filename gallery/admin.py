@@ -197,7 +197,16 @@ class PhotoAdmin(admin.ModelAdmin):
 class SelfieAdmin(admin.ModelAdmin):
     list_display = ["id", "event", "match_state", "match_count", "consent_at", "matched_at"]
     list_filter = ["match_state", "event"]
-    readonly_fields = ["event", "consent_at", "match_state", "match_error", "engine", "matched_at", "created_at"]
+    readonly_fields = [
+        "event",
+        "attendee",
+        "consent_at",
+        "match_state",
+        "match_error",
+        "engine",
+        "matched_at",
+        "created_at",
+    ]
     exclude = ["embedding", "external_id", "claimed_at", "image"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

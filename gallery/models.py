@@ -100,6 +100,42 @@ class Face(models.Model):
         return np.frombuffer(self.embedding, dtype=np.float32)
 
 
+class AttendeeQuerySet(models.QuerySet):
+    def by_token(self, *, event: Event, token: str) -> AttendeeQuerySet:
+        return self.filter(event=event, token=token)
+
+
+class Attendee(models.Model):
+    """One person at one event: their selfies (up to ATTENDEE_MAX_SELFIES), one private link.
+
+    Their gallery is the union of their selfies' matches, minus the photos they
+    marked "not me".
+    """
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="attendees")
+    # The private link's secret: whoever holds it sees, and may delete, this attendee's photos.
+    token = models.CharField(max_length=64, unique=True, default=_new_token, editable=False)
+    consent_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AttendeeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Attendee {self.pk} ({self.event})"
+
+    def photos(self) -> models.QuerySet[Photo]:
+        """The photos any of this attendee's selfies matched, minus those marked "not me"."""
+        return (
+            Photo.objects.filter(event_id=self.event_id, matches__selfie__attendee=self)
+            .exclude(rejections__attendee=self)
+            .distinct()
+            .order_by("taken_at", "original_name", "id")
+        )
+
+
 class Selfie(models.Model):
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -108,8 +144,9 @@ class Selfie(models.Model):
         FAILED = "failed", "Failed"
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="selfies")
-    image = models.FileField(upload_to=selfie_path, max_length=300)
-    token = models.CharField(max_length=64, unique=True, default=_new_token, editable=False)
+    attendee = models.ForeignKey(Attendee, on_delete=models.CASCADE, related_name="selfies")
+    # Emptied when matching finds no face: an unusable selfie is not kept.
+    image = models.FileField(upload_to=selfie_path, max_length=300, blank=True)
     consent_at = models.DateTimeField()
     match_state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING, db_index=True)
     match_error = models.TextField(blank=True)
@@ -143,3 +180,17 @@ class Match(models.Model):
 
     def __str__(self) -> str:
         return f"{self.selfie_id} ↔ {self.photo_id} ({self.distance:.3f})"
+
+
+class Rejection(models.Model):
+    """An attendee said "not me" about a photo: it stays out of their gallery, whatever matching says."""
+
+    attendee = models.ForeignKey(Attendee, on_delete=models.CASCADE, related_name="rejections")
+    photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="rejections")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["attendee", "photo"], name="rejection_unique_attendee_photo")]
+
+    def __str__(self) -> str:
+        return f"{self.attendee_id} ✗ {self.photo_id}"

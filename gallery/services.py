@@ -28,7 +28,7 @@ from django.utils.text import slugify
 
 from gallery import jobs
 from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file, load_rgb
-from gallery.models import Event, Photo, Selfie
+from gallery.models import Attendee, Event, Photo, Rejection, Selfie
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -241,31 +241,60 @@ def paths_import(
 # --- Selfies ------------------------------------------------------------------
 
 
-def selfie_create(*, event: Event, upload: IO[bytes], consent: bool, replaces: Selfie | None = None) -> Selfie:
+class SelfieLimit(ValueError):
+    """The attendee already has as many selfies as allowed."""
+
+
+def selfie_create(
+    *, event: Event, upload: IO[bytes], consent: bool, attendee: Attendee | None = None, replace: bool = False
+) -> Selfie:
     """Store a compressed, metadata-free copy of the selfie and queue its matching.
 
-    `replaces`: the attendee's previous selfie, deleted once the new one is stored.
+    Without `attendee`, the selfie starts a new attendee (a new private link).
+    With one, it is added to their selfies (at most ATTENDEE_MAX_SELFIES that
+    are not failed; SelfieLimit past that), or, with `replace`, it replaces
+    all of them, keeping the attendee and their private link. Failed selfies of
+    the attendee go either way: they never found anything.
 
     Raises ImageProblem (with a message for the attendee) for unusable images.
     """
     if not consent:
         raise ValueError("Consent is required.")
+    if attendee is not None and not replace:
+        usable = attendee.selfies.exclude(match_state=Selfie.State.FAILED).count()
+        if usable >= settings.ATTENDEE_MAX_SELFIES:
+            raise SelfieLimit(f"You already have {settings.ATTENDEE_MAX_SELFIES} selfies.")
     if getattr(upload, "size", 0) > settings.SELFIE_MAX_BYTES:
         raise ImageProblem(f"This photo is too large; the limit is {filesizeformat(settings.SELFIE_MAX_BYTES)}.")
     image = load_rgb(upload, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
-    selfie = Selfie(event=event, consent_at=timezone.now())
+    now = timezone.now()
+    selfie = Selfie(event=event, consent_at=now)
     selfie.image.save("selfie.jpg", jpeg_file(image, max_side=settings.SELFIE_MAX_SIDE, quality=85), save=False)
     with transaction.atomic():
+        if attendee is None:
+            attendee = Attendee.objects.create(event=event, consent_at=now)
+        # The deletion signals remove their files and remote faces (after commit).
+        (attendee.selfies.all() if replace else attendee.selfies.filter(match_state=Selfie.State.FAILED)).delete()
+        selfie.attendee = attendee
         selfie.save()
         jobs.enqueue_selfie_match(selfie.pk)
-        if replaces is not None:
-            replaces.delete()
     return selfie
 
 
-def selfie_delete(*, selfie: Selfie) -> None:
-    """Forget an attendee: their selfie, its face and their matches (see signals)."""
-    selfie.delete()
+def attendee_delete(*, attendee: Attendee) -> None:
+    """Forget an attendee: their selfies, faces and matches (files via signals), and their "not me" marks."""
+    attendee.delete()
+
+
+def photo_reject(*, attendee: Attendee, photo: Photo) -> None:
+    """ "Not me": the photo leaves the attendee's gallery, and re-matching never brings it back."""
+    Rejection.objects.get_or_create(attendee=attendee, photo=photo)
+
+
+def photo_unreject(*, attendee: Attendee, photo_id: int) -> bool:
+    """Undo "not me". True when there was a mark to remove."""
+    deleted, _ = Rejection.objects.filter(attendee=attendee, photo_id=photo_id).delete()
+    return bool(deleted)
 
 
 # --- Queueing photos and selfies again -----------------------------------------

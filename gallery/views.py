@@ -55,61 +55,87 @@ def event(request: HttpRequest, slug: str) -> HttpResponse:
                 form.add_error("code", "That code is not right. Check the invitation and try again.")
         status = 400 if form.errors and status == 200 else status
         return render(request, "gallery/code.html", {"event": event, "form": form}, status=status)
-    selfie = access.selfie_for_attendee(request, event)
-    return render(request, "gallery/event.html", {"event": event, "form": SelfieForm(), "selfie": selfie})
+    attendee = access.attendee_for_visitor(request, event)
+    return render(request, "gallery/event.html", {"event": event, "form": SelfieForm(), "attendee": attendee})
 
 
 @require_POST
 def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    """A selfie from the event page (replaces this browser's own selfies) or "add another selfie"."""
     event = access.unlocked_event_for_attendee(request, slug)
     form = SelfieForm(request.POST, request.FILES)
+    adding = form.data.get("add") == "1"
+    # Adding goes to the attendee shown (their private link is a full credential);
+    # starting over only ever touches this browser's own attendee.
+    own = access.own_attendee(request, event)
+    attendee = access.attendee_for_visitor(request, event) if adding else own
     if form.is_valid():
-        previous = access.own_selfie_for_attendee(request, event)
         try:
             selfie = services.selfie_create(
-                event=event, upload=form.cleaned_data["image"], consent=True, replaces=previous
+                event=event,
+                upload=form.cleaned_data["image"],
+                consent=True,
+                attendee=attendee,
+                replace=not adding,
             )
-        except ImageProblem as exc:
+        except (ImageProblem, services.SelfieLimit) as exc:
             form.add_error("image", str(exc))
         else:
-            access.selfie_remember(request, selfie, own=True)
+            access.attendee_remember(request, selfie.attendee, own=attendee is None or attendee == own)
             return redirect("gallery:me", slug=event.slug)
-    context = {"event": event, "form": form, "selfie": access.selfie_for_attendee(request, event)}
+    context = {"event": event, "form": form, "attendee": access.attendee_for_visitor(request, event), "adding": adding}
     return render(request, "gallery/event.html", context, status=400)
 
 
-def _pending_photos(selfie: Selfie) -> int:
+def _pending_photos(event_id: int) -> int:
     return Photo.objects.filter(
-        event_id=selfie.event_id, index_state__in=[Photo.State.PENDING, Photo.State.PROCESSING]
+        event_id=event_id, index_state__in=[Photo.State.PENDING, Photo.State.PROCESSING]
     ).count()
 
 
-def _refresh_seconds(selfie: Selfie, *, working: bool, pending_photos: int) -> int:
+def _refresh_seconds(selfies: list[Selfie], *, working: bool, pending_photos: int) -> int:
     if working:
-        return 2 if (timezone.now() - selfie.created_at).total_seconds() < 30 else 5
+        newest = max(selfie.created_at for selfie in selfies)
+        return 2 if (timezone.now() - newest).total_seconds() < 30 else 5
     return 15 if pending_photos else 0
+
+
+def _working(selfies: list[Selfie]) -> bool:
+    return any(selfie.match_state in (Selfie.State.PENDING, Selfie.State.MATCHING) for selfie in selfies)
 
 
 @never_cache
 def me(request: HttpRequest, slug: str) -> HttpResponse:
     event = access.event_for_attendee(request, slug)
-    selfie = access.selfie_for_attendee(request, event) if access.event_is_unlocked(request, event) else None
-    if selfie is None:
+    attendee = access.attendee_for_visitor(request, event) if access.event_is_unlocked(request, event) else None
+    selfies = list(attendee.selfies.order_by("created_at")) if attendee else []
+    if not selfies:
         # Not yet unlocked, or no selfie: the event page asks for what is missing.
         return redirect("gallery:event", slug=event.slug)
-    photos = Photo.objects.filter(matches__selfie=selfie).order_by("taken_at", "original_name", "id")
-    pending_photos = _pending_photos(selfie)
-    working = selfie.match_state in (Selfie.State.PENDING, Selfie.State.MATCHING)
+    photos = list(attendee.photos())
+    pending_photos = _pending_photos(event.pk)
+    working = _working(selfies)
+    usable = [selfie for selfie in selfies if selfie.match_state != Selfie.State.FAILED]
     context = {
         "event": event,
-        "selfie": selfie,
+        "attendee": attendee,
+        "selfies": selfies,
+        "usable_selfies": usable,
+        # The newest selfie, when matching could not use it: its message is shown.
+        "failed_selfie": selfies[-1] if selfies[-1].match_state == Selfie.State.FAILED else None,
+        "can_add": len(usable) < settings.ATTENDEE_MAX_SELFIES,
+        "max_selfies": settings.ATTENDEE_MAX_SELFIES,
+        "consent_label": SelfieForm.base_fields["consent"].label,
         "photos": photos,
         "working": working,
         "pending_photos": pending_photos,
-        "private_link": request.build_absolute_uri(reverse("gallery:me_resume", args=[event.slug, selfie.token])),
+        # Offered only once a selfie is usable: a link to nothing would only confuse.
+        "private_link": request.build_absolute_uri(reverse("gallery:me_resume", args=[event.slug, attendee.token]))
+        if usable
+        else "",
         # Refresh while matching runs (less often after 30 s, to leave CPU to the
         # workers when many wait at once) and while new photos are being indexed.
-        "refresh_seconds": _refresh_seconds(selfie, working=working, pending_photos=pending_photos),
+        "refresh_seconds": _refresh_seconds(selfies, working=working, pending_photos=pending_photos),
     }
     return render(request, "gallery/me.html", context)
 
@@ -118,15 +144,21 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def me_status(request: HttpRequest, slug: str) -> JsonResponse:
     event = access.unlocked_event_for_attendee(request, slug)
-    selfie = access.selfie_for_attendee(request, event)
-    if selfie is None:
+    attendee = access.attendee_for_visitor(request, event)
+    selfies = list(attendee.selfies.order_by("created_at")) if attendee else []
+    if not selfies:
         raise Http404("No selfie.")
+    newest = selfies[-1]
+    if _working(selfies):
+        state = "matching" if any(s.match_state == Selfie.State.MATCHING for s in selfies) else "pending"
+    else:
+        state = STATUS_STATES[newest.match_state]
     return JsonResponse(
         {
-            "state": STATUS_STATES[selfie.match_state],
-            "matches": selfie.matches.count(),
-            "pending_photos": _pending_photos(selfie),
-            "error": selfie.match_error if selfie.match_state == Selfie.State.FAILED else "",
+            "state": state,
+            "matches": attendee.photos().count(),
+            "pending_photos": _pending_photos(event.pk),
+            "error": newest.match_error if newest.match_state == Selfie.State.FAILED else "",
         }
     )
 
@@ -135,20 +167,23 @@ def me_status(request: HttpRequest, slug: str) -> JsonResponse:
 def me_resume(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     """The attendee's private link: their photos again, on any device, without a new selfie."""
     event = access.event_for_attendee(request, slug)
-    selfie = access.selfie_by_token(event, token)
+    attendee = access.attendee_by_token(event, token)
+    if attendee is None:
+        # Deleted (or never existed): say so plainly rather than a bare "not found".
+        return render(request, "gallery/link_gone.html", {"event": event}, status=404)
     # The link stands for the code too: only someone who got past it was given one.
     access.event_unlock(request, event)
-    access.selfie_remember(request, selfie, own=False)
+    access.attendee_remember(request, attendee, own=False)
     return redirect("gallery:me", slug=event.slug)
 
 
 @require_POST
 def me_forget(request: HttpRequest, slug: str) -> HttpResponse:
     event = access.unlocked_event_for_attendee(request, slug)
-    selfie = access.selfie_for_attendee(request, event)
-    if selfie is not None:
-        services.selfie_delete(selfie=selfie)
-    access.selfie_forget(request, event)
+    attendee = access.attendee_for_visitor(request, event)
+    if attendee is not None:
+        services.attendee_delete(attendee=attendee)
+    access.attendee_forget(request, event)
     return redirect("gallery:event", slug=event.slug)
 
 

@@ -19,7 +19,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from PIL import Image
 
-from gallery.models import Event
+from gallery.models import Attendee, Event, Selfie
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "gallery" / "sample_photos"
@@ -63,6 +63,15 @@ def dlib_engine(settings) -> None:
 @pytest.fixture
 def event(db) -> Event:
     return Event.objects.create(name="Summer party", slug="summer")
+
+
+def selfie_row(event: Event, **fields: object) -> Selfie:
+    """A selfie row made directly (no upload, no job), with an attendee of its own."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    attendee = Attendee.objects.create(event=event, consent_at=now)
+    return Selfie.objects.create(event=event, attendee=attendee, consent_at=fields.pop("consent_at", now), **fields)
 
 
 def jpeg_bytes(color: tuple[int, int, int] = (200, 60, 60), size: tuple[int, int] = (64, 48), **save: object) -> bytes:

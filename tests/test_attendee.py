@@ -10,7 +10,7 @@ from django.urls import reverse
 from PIL import Image
 
 from gallery import services
-from gallery.models import Event, Match, Photo, Selfie
+from gallery.models import Attendee, Event, Match, Photo, Selfie
 from tests.conftest import corrupt_jpeg, jpeg_bytes, upload
 
 pytestmark = pytest.mark.django_db
@@ -222,7 +222,7 @@ def test_the_private_link_brings_an_attendee_back_on_another_device(client, even
         post_selfie(client, event)
     page = client.get(reverse("gallery:me", args=[event.slug])).content.decode()
     selfie = Selfie.objects.get()
-    link = reverse("gallery:me_resume", args=[event.slug, selfie.token])
+    link = reverse("gallery:me_resume", args=[event.slug, selfie.attendee.token])
     assert link in page
 
     other_device = Client()
@@ -234,7 +234,7 @@ def test_the_private_link_brings_an_attendee_back_on_another_device(client, even
     other = Event.objects.create(name="Other", slug="other")
     stranger = Client()
     assert stranger.get(reverse("gallery:me_resume", args=[event.slug, "x" * 43])).status_code == 404
-    assert stranger.get(reverse("gallery:me_resume", args=[other.slug, selfie.token])).status_code == 404
+    assert stranger.get(reverse("gallery:me_resume", args=[other.slug, selfie.attendee.token])).status_code == 404
     assert stranger.get(reverse("gallery:me", args=[event.slug]))["Location"] == f"/e/{event.slug}/"
 
 
@@ -255,7 +255,7 @@ def test_opening_someone_elses_link_never_costs_them_their_selfie(client, event,
     owner_selfie = Selfie.objects.get(matches__photo__original_name="red1.jpg")
     friend_selfie = Selfie.objects.exclude(pk=owner_selfie.pk).get()
 
-    friend.get(reverse("gallery:me_resume", args=[event.slug, owner_selfie.token]))
+    friend.get(reverse("gallery:me_resume", args=[event.slug, owner_selfie.attendee.token]))
     assert b"We found you in 2 photos" in friend.get(reverse("gallery:me", args=[event.slug])).content
     with run_jobs():  # the friend then takes a new selfie of their own
         post_selfie(friend, event, jpeg_bytes(BLUE, size=(70, 50)))
@@ -270,7 +270,7 @@ def test_leaving_a_viewed_link_returns_to_ones_own_photos(client, event, photos,
         post_selfie(owner, event)
         post_selfie(friend, event, jpeg_bytes(BLUE))
     owner_selfie = Selfie.objects.get(matches__photo__original_name="red1.jpg")
-    friend.get(reverse("gallery:me_resume", args=[event.slug, owner_selfie.token]))
+    friend.get(reverse("gallery:me_resume", args=[event.slug, owner_selfie.attendee.token]))
     with run_jobs():  # the link is a full credential: deleting from it deletes the owner's selfie
         friend.post(reverse("gallery:me_forget", args=[event.slug]))
     assert not Selfie.objects.filter(pk=owner_selfie.pk).exists()
@@ -305,3 +305,122 @@ def test_a_selfie_over_the_byte_limit_is_refused(client, event, settings):
     response = post_selfie(client, event, jpeg_bytes(RED, size=(400, 300)))
     assert response.status_code == 400 and b"This photo is too large; the limit is 1000" in response.content
     assert not Selfie.objects.exists()
+
+
+# --- One attendee, several selfies, one private link -------------------------------
+
+
+def add_selfie(client: Client, event: Event, data: bytes, name="more.jpg"):
+    payload = {"image": upload(name, data), "consent": "on", "add": "1"}
+    return client.post(reverse("gallery:selfie_upload", args=[event.slug]), payload)
+
+
+def test_another_selfie_joins_the_same_gallery_and_link(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)  # red: 2 photos
+    attendee = Attendee.objects.get()
+    link = reverse("gallery:me_resume", args=[event.slug, attendee.token])
+    me = client.get(reverse("gallery:me", args=[event.slug])).content.decode()
+    assert "Add another selfie" in me and link in me
+    with run_jobs():
+        response = add_selfie(client, event, jpeg_bytes(BLUE))  # blue: 1 more photo
+    assert response.status_code == 302
+    assert Attendee.objects.get() == attendee and attendee.selfies.count() == 2
+    me = client.get(reverse("gallery:me", args=[event.slug])).content.decode()
+    assert "We found you in 3 photos" in me and link in me  # one gallery, still one link
+    assert client.get(reverse("gallery:me_status", args=[event.slug])).json()["matches"] == 3
+    assert client.get(reverse("gallery:photo_view", args=[event.slug, photos["blue.jpg"].pk])).status_code == 200
+    # On another device, the one link opens the union too.
+    other_device = Client()
+    other_device.get(link)
+    assert b"We found you in 3 photos" in other_device.get(reverse("gallery:me", args=[event.slug])).content
+
+
+def test_a_photo_found_by_two_selfies_is_listed_once(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)
+        add_selfie(client, event, jpeg_bytes(RED, size=(50, 50)))
+    assert Match.objects.count() == 4
+    assert b"We found you in 2 photos" in client.get(reverse("gallery:me", args=[event.slug])).content
+
+
+def test_selfies_per_attendee_are_limited(client, event, photos, run_jobs, settings):
+    settings.ATTENDEE_MAX_SELFIES = 2
+    with run_jobs():
+        post_selfie(client, event)
+        add_selfie(client, event, jpeg_bytes(BLUE))
+    assert b"Add another selfie" not in client.get(reverse("gallery:me", args=[event.slug])).content
+    refused = add_selfie(client, event, jpeg_bytes(RED, size=(50, 50)))
+    assert refused.status_code == 400 and b"You already have 2 selfies" in refused.content
+    assert Selfie.objects.count() == 2
+
+
+def test_starting_over_replaces_every_selfie_but_keeps_the_link(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)
+        add_selfie(client, event, jpeg_bytes(BLUE))
+    token = Attendee.objects.get().token
+    with run_jobs():
+        post_selfie(client, event, jpeg_bytes(BLUE, size=(70, 50)))  # from the event page: start over
+    assert Selfie.objects.count() == 1 and Attendee.objects.get().token == token
+    assert b"We found you in 1 photo." in client.get(reverse("gallery:me", args=[event.slug])).content
+
+
+def test_adding_needs_consent_and_a_selfie_of_ones_own(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)
+    payload = {"image": upload("x.jpg", jpeg_bytes(BLUE)), "add": "1"}
+    assert client.post(reverse("gallery:selfie_upload", args=[event.slug]), payload).status_code == 400
+    # A stranger "adding" gets an attendee of their own, never joins someone else's.
+    stranger = Client()
+    with run_jobs():
+        assert add_selfie(stranger, event, jpeg_bytes(BLUE)).status_code == 302
+    assert Attendee.objects.count() == 2
+    assert b"We found you in 1 photo." in stranger.get(reverse("gallery:me", args=[event.slug])).content
+    assert b"We found you in 2 photos" in client.get(reverse("gallery:me", args=[event.slug])).content
+
+
+def test_deleting_removes_the_attendee_and_all_their_selfies(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event)
+        add_selfie(client, event, jpeg_bytes(BLUE))
+    token = Attendee.objects.get().token
+    with run_jobs():
+        client.post(reverse("gallery:me_forget", args=[event.slug]))
+    assert not Attendee.objects.exists() and not Selfie.objects.exists() and not Match.objects.exists()
+    gone = Client().get(reverse("gallery:me_resume", args=[event.slug, token]))
+    assert gone.status_code == 404 and b"This link no longer works" in gone.content
+
+
+def test_a_selfie_without_a_face_offers_no_private_link(client, event, photos, run_jobs):
+    with run_jobs():
+        post_selfie(client, event, jpeg_bytes((0, 0, 0)))
+    attendee = Attendee.objects.get()
+    page = client.get(reverse("gallery:me", args=[event.slug])).content.decode()
+    assert "could not find a face" in page and attendee.token not in page
+    # A good selfie next replaces the failed one.
+    with run_jobs():
+        add_selfie(client, event, jpeg_bytes(RED))
+    assert list(attendee.selfies.values_list("match_state", flat=True)) == [Selfie.State.DONE]
+    assert attendee.token in client.get(reverse("gallery:me", args=[event.slug])).content.decode()
+
+
+def test_existing_selfies_become_attendees_keeping_their_links(transactional_db):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+    from django.utils import timezone
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("gallery", "0001_initial")])
+    old = executor.loader.project_state([("gallery", "0001_initial")]).apps
+    event = old.get_model("gallery", "Event").objects.create(name="Old", slug="old")
+    OldSelfie = old.get_model("gallery", "Selfie")
+    tokens = [OldSelfie.objects.create(event=event, consent_at=timezone.now(), image=f"{n}.jpg").token for n in "ab"]
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    for token in tokens:
+        attendee = Attendee.objects.get(token=token)
+        assert attendee.selfies.count() == 1 and attendee.event.slug == "old"
+    assert Client().get(reverse("gallery:me_resume", args=["old", tokens[0]])).status_code == 302

@@ -51,7 +51,7 @@ def _selfie(client, event, data, name="selfie.jpg"):
         reverse("gallery:selfie_upload", args=[event.slug]), {"image": upload(name, data), "consent": "on"}
     )
     assert response.status_code == 302, response.content
-    return Selfie.objects.get(token=client.session[f"selfie:{event.pk}"])
+    return Selfie.objects.get(attendee__token=client.session[f"selfie:{event.pk}"])
 
 
 def test_every_person_finds_exactly_their_photos(dlib_engine, event, run_jobs, client):

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from gallery import services
 from gallery.models import Event, Photo
-from tests.conftest import corrupt_jpeg, jpeg_bytes, upload
+from tests.conftest import corrupt_jpeg, jpeg_bytes, selfie_row, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -235,7 +235,6 @@ def test_admin_pages_render(admin_client, event, run_jobs):
 
 
 def test_admin_actions_run_their_jobs(admin_client, event, run_jobs):
-    from django.utils import timezone
 
     from gallery.models import Selfie
 
@@ -258,7 +257,7 @@ def test_admin_actions_run_their_jobs(admin_client, event, run_jobs):
     assert b"1 photos queued for indexing again" in act("event", "reindex_failed", [event.pk])
     assert Photo.objects.get(original_name="bad.jpg").index_error == "The image data is corrupt or truncated."
 
-    selfie = Selfie.objects.create(event=event, consent_at=timezone.now(), image="s.jpg", match_state="failed")
+    selfie = selfie_row(event, image="s.jpg", match_state="failed")
     assert b"1 selfies queued for matching" in act("event", "rematch", [event.pk])
     selfie.refresh_from_db()
     # It ran: the selfie's image does not exist here, so matching failed and said so.
@@ -375,15 +374,12 @@ def test_an_absurd_file_name_never_reaches_the_storage(admin_client, event, run_
 
 
 def test_event_list_counts_photos_and_selfies_separately(admin_client, event, run_jobs):
-    from django.utils import timezone
-
-    from gallery.models import Selfie
 
     with run_jobs():
         services.photo_import(event=event, name="a.jpg", fileobj=io.BytesIO(jpeg_bytes()))
         services.photo_import(event=event, name="bad.jpg", fileobj=io.BytesIO(corrupt_jpeg()))
     for n in range(3):
-        Selfie.objects.create(event=event, consent_at=timezone.now(), image=f"{n}.jpg")
+        selfie_row(event, image=f"{n}.jpg")
     Event.objects.create(name="Empty", slug="empty")
     page = admin_client.get(reverse("admin:gallery_event_changelist")).content.decode()
     row = page[page.index("Summer party") :].split("</tr>")[0]

@@ -13,7 +13,7 @@ from gallery import services
 from gallery.models import Face, Photo, Selfie
 from matching import services as matching_services
 from matching.engines import get_engine
-from tests.conftest import jpeg_bytes
+from tests.conftest import jpeg_bytes, selfie_row
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +57,7 @@ def test_engine_errors_are_recorded_on_the_photo(pending_photo, monkeypatch):
 
 
 def test_a_failed_rematch_keeps_the_faces_and_rematch_repairs_it(event, pending_photo, monkeypatch, run_jobs):
-    selfie = Selfie.objects.create(event=event, consent_at=timezone.now(), image="x.jpg")
+    selfie = selfie_row(event, image="x.jpg")
     engine = get_engine()
     Selfie.objects.filter(pk=selfie.pk).update(
         embedding=engine.detect(_image())[0].embedding.tobytes(), engine=engine.name, match_state="done"
@@ -103,9 +103,7 @@ def test_remote_faces_are_forgotten_by_the_engine_that_stored_them(event, pendin
     remote = RecordingEngine()
     monkeypatch.setitem(matching.engines._engines, "rekognition", remote)
     Face.objects.create(photo=pending_photo, left=0, top=0, width=5, height=5, engine="rekognition", external_id="f-1")
-    selfie = Selfie.objects.create(
-        event=event, consent_at=timezone.now(), image="s.jpg", engine="rekognition", external_id="s-1"
-    )
+    selfie = selfie_row(event, image="s.jpg", engine="rekognition", external_id="s-1")
     with run_jobs():  # the configured engine is the fake one; the faces are Rekognition's
         selfie.delete()
     assert remote.forgotten == [(event.pk, ["s-1"])]

@@ -20,7 +20,6 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from django.core.files.base import ContentFile
-from django.utils import timezone
 from PIL import Image
 
 from gallery.models import Event, Face, Match, Photo, Selfie
@@ -34,6 +33,7 @@ from matching.engines.rekognition import (
     encode,
     make_client,
 )
+from tests.conftest import selfie_row
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +108,7 @@ def make_photo(event: Event, name: str, *, state: str = Photo.State.PENDING, ima
 
 
 def make_selfie(event: Event, *, external_id: str = "", engine: str = "", image: bytes | None = None) -> Selfie:
-    selfie = Selfie.objects.create(event=event, consent_at=timezone.now(), external_id=external_id, engine=engine)
+    selfie = selfie_row(event, external_id=external_id, engine=engine)
     if image is not None:
         selfie.image.save("selfie.jpg", ContentFile(image))
     return selfie
