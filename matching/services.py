@@ -28,7 +28,9 @@ from gallery import jobs
 from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.models import Event, Face, Match, Photo, Selfie
 from gallery.services import stale_before
+from matching import index
 from matching.engines import get_engine
+from matching.engines.base import EmbeddingEngine, FaceEngine, HostedEngine
 
 logger = logging.getLogger("trouvaille.matching")
 
@@ -65,7 +67,7 @@ def photo_index(*, photo_id: int) -> str:
             image = load_rgb(original)
         if not _photo_derivatives_make(photo=photo, image=image):
             return "superseded"  # deleted while we worked: no engine call, no files left
-        found = engine.index_photo(photo=photo, image=image)
+        found = engine.index_photo(event_id=photo.event_id, photo_id=photo.pk, image=image)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
@@ -148,7 +150,7 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:
 def photo_match(*, photo: Photo) -> int:
     """Re-matching: record this photo for every enrolled selfie of its event that it shows."""
     searched_at = timezone.now()
-    found = get_engine().match_photo(photo=photo)
+    found = selfies_near_photo(engine=get_engine(), photo=photo)
     with transaction.atomic():
         # Only matches older than this search are stale: one a selfie job added
         # while we searched is as true as ours (see the module docstring).
@@ -176,7 +178,7 @@ def selfie_match(*, selfie_id: int) -> str:
         if selfie.engine != engine.name or not (selfie.embedding or selfie.external_id):
             with selfie.image.open("rb") as stored:
                 image = load_rgb(stored)
-            face = engine.enroll_selfie(selfie=selfie, image=image)
+            face = engine.enroll_selfie(event_id=selfie.event_id, selfie_id=selfie.pk, image=image)
             if face is None:
                 raise ImageProblem(NO_FACE_MESSAGE)
             # Re-enrolled with another engine: the old remote face goes.
@@ -193,7 +195,7 @@ def selfie_match(*, selfie_id: int) -> str:
                 jobs.enqueue_forget(selfie.event_id, [(engine.name, face.external_id)])
                 return "superseded"
         searched_at = timezone.now()
-        found = engine.match_selfie(selfie=selfie)
+        found = photos_near_selfie(engine=engine, selfie=selfie)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("matching selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
@@ -225,6 +227,59 @@ def selfie_match_abandon(*, selfie_id: int, message: str | None = None) -> None:
 
 def image_search(*, event: Event, image: Image.Image, tolerance: float | None = None) -> list[tuple[Photo, float]]:
     """Photos of the event showing the largest face in the image, best first."""
-    found = get_engine().search_image(event=event, image=image, tolerance=tolerance)
+    found = photos_near_image(engine=get_engine(), event_id=event.pk, image=image, tolerance=tolerance)
     photos = Photo.objects.in_bulk(list(found))
     return sorted(((photos[pk], d) for pk, d in found.items() if pk in photos), key=lambda item: item[1])
+
+
+# --- Searches: our rows give the engine its candidates and judge its answers ---
+
+
+def photos_near_selfie(*, engine: FaceEngine, selfie: Selfie, tolerance: float | None = None) -> dict[int, float]:
+    """Photo id -> best distance, for the event's indexed photos showing the enrolled selfie's face."""
+    if isinstance(engine, HostedEngine):
+        found = engine.photos_near_face(event_id=selfie.event_id, face_id=selfie.external_id, tolerance=tolerance)
+        return _indexed_only(event_id=selfie.event_id, found=found)
+    return index.photos_near(event_id=selfie.event_id, engine=engine.name, probe=selfie.vector(), tolerance=tolerance)
+
+
+def selfies_near_photo(*, engine: FaceEngine, photo: Photo, tolerance: float | None = None) -> dict[int, float]:
+    """Selfie id -> best distance, for the event's enrolled selfies seen in this indexed photo."""
+    if not isinstance(engine, HostedEngine):
+        return index.selfies_near(photo=photo, engine=engine.name, tolerance=tolerance)
+    enrolled = set(
+        Selfie.objects.filter(event_id=photo.event_id, engine=engine.name)
+        .exclude(external_id="")
+        .values_list("id", flat=True)
+    )
+    if not enrolled:
+        return {}  # nobody to find: no remote call, no cost
+    face_ids = list(
+        photo.faces.filter(engine=engine.name)
+        .exclude(external_id="")
+        .order_by("pk")
+        .values_list("external_id", flat=True)
+    )
+    found = engine.selfies_near_faces(event_id=photo.event_id, face_ids=face_ids, tolerance=tolerance)
+    # A deleted selfie's face may linger in the collection until its forget job runs.
+    return {selfie_id: d for selfie_id, d in found.items() if selfie_id in enrolled}
+
+
+def photos_near_image(
+    *, engine: FaceEngine, event_id: int, image: Image.Image, tolerance: float | None = None
+) -> dict[int, float]:
+    """Photo id -> best distance, for the event's indexed photos showing the largest face in the image."""
+    if isinstance(engine, HostedEngine):
+        found = engine.photos_near_image(event_id=event_id, image=image, tolerance=tolerance)
+        return _indexed_only(event_id=event_id, found=found)
+    probe = engine.probe(image) if isinstance(engine, EmbeddingEngine) else None
+    if probe is None:
+        return {}
+    return index.photos_near(event_id=event_id, engine=engine.name, probe=probe, tolerance=tolerance)
+
+
+def _indexed_only(*, event_id: int, found: dict[int, float]) -> dict[int, float]:
+    # Faces of photos deleted or being reindexed may still be in a hosted
+    # collection; a Match row for them would break on its foreign key.
+    indexed = Photo.objects.filter(event_id=event_id, pk__in=found, index_state=Photo.State.INDEXED)
+    return {pk: found[pk] for pk in indexed.values_list("pk", flat=True)}

@@ -66,7 +66,7 @@ def test_a_failed_rematch_keeps_the_faces_and_rematch_repairs_it(event, pending_
     def unavailable(**kwargs):
         raise ConnectionError("engine unavailable")
 
-    monkeypatch.setattr(engine, "match_photo", unavailable)
+    monkeypatch.setattr(matching_services, "selfies_near_photo", unavailable)
     assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed-unmatched"
     assert Photo.objects.get().index_state == Photo.State.INDEXED and not selfie.matches.exists()
     monkeypatch.undo()
@@ -248,9 +248,8 @@ def test_waiting_counts_the_real_broker_queue(transactional_db, settings):
 def test_a_match_recorded_by_a_photo_job_during_a_selfie_search_survives(event, pending_photo, monkeypatch):
     from tests.conftest import upload
 
-    engine = get_engine()
     selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
-    search = engine.match_selfie
+    search = matching_services.photos_near_selfie
 
     def slow_search(**kwargs):
         result = search(**kwargs)  # sees no indexed photo yet
@@ -259,7 +258,7 @@ def test_a_match_recorded_by_a_photo_job_during_a_selfie_search_survives(event, 
         assert selfie.matches.count() == 1
         return result
 
-    monkeypatch.setattr(engine, "match_selfie", slow_search)
+    monkeypatch.setattr(matching_services, "photos_near_selfie", slow_search)
     assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
     assert list(selfie.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
 

@@ -195,7 +195,7 @@ def test_index_photo_returns_faces_with_boxes_in_pixels(engine, stubber, event):
     )
     stubber.add_response("index_faces", response, index_params(event, str(photo.pk)))
 
-    faces = engine.index_photo(photo=photo, image=image)
+    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
 
     assert faces == [
         FoundFace(left=100, top=160, width=300, height=200, external_id=FACE_A),
@@ -212,7 +212,7 @@ def test_photo_without_faces_gives_no_faces(engine, stubber, event):
         index_params(event, str(photo.pk)),
     )
 
-    assert engine.index_photo(photo=photo, image=Image.new("RGB", (640, 480))) == []
+    assert engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (640, 480))) == []
 
 
 @pytest.mark.parametrize("create_error", [None, "ResourceAlreadyExistsException"])
@@ -232,7 +232,7 @@ def test_collection_is_created_on_the_events_first_face(engine, stubber, event, 
         )
     stubber.add_response("index_faces", indexed((FACE_A, str(photo.pk), box(0, 0, 0.5, 0.5))), params)
 
-    faces = engine.index_photo(photo=photo, image=Image.new("RGB", (200, 100)))
+    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (200, 100)))
 
     assert faces == [FoundFace(left=0, top=0, width=100, height=50, external_id=FACE_A)]
 
@@ -246,10 +246,12 @@ def test_throttling_is_not_retried_by_the_engine_itself(engine, stubber, event):
     image = Image.new("RGB", (100, 100))
 
     with pytest.raises(ClientError) as raised:
-        engine.index_photo(photo=photo, image=image)
+        engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
     assert raised.value.response["Error"]["Code"] == "ThrottlingException"
     # The next call (a retry of the job) goes through.
-    assert [face.external_id for face in engine.index_photo(photo=photo, image=image)] == [FACE_A]
+    assert [face.external_id for face in engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)] == [
+        FACE_A
+    ]
 
 
 class _Body:
@@ -281,7 +283,7 @@ def test_botocore_retries_throttling_with_the_engines_client_config(aws, event, 
     backoffs: list[float] = []
     monkeypatch.setattr(botocore.endpoint.time, "sleep", backoffs.append)
 
-    faces = engine.index_photo(photo=photo, image=Image.new("RGB", (400, 400)))
+    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (400, 400)))
 
     assert faces == [FoundFace(left=100, top=100, width=200, height=200, external_id=FACE_A)]
     assert sent == ["RekognitionService.IndexFaces"] * 3
@@ -401,7 +403,7 @@ def test_photo_over_the_byte_limit_is_shrunk_to_fit(aws, event):
     with Stubber(engine.client) as stubber:
         response = indexed((FACE_A, str(photo.pk), box(0.5, 0.25, 0.25, 0.5)))
         stubber.add_response("index_faces", response, index_params(event, str(photo.pk)))
-        faces = engine.index_photo(photo=photo, image=image)
+        faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
 
     assert len(sent) == 1
     assert len(sent[0]) <= MAX_IMAGE_BYTES
@@ -470,8 +472,8 @@ def test_tolerance_sets_the_similarity_threshold(engine, stubber, event):
     )
     stubber.add_response("search_faces", found(SELFIE_FACE), search_params(event, SELFIE_FACE, 0.0))
 
-    assert engine.match_selfie(selfie=selfie, tolerance=0.25) == {photo.pk: 0.2}
-    assert engine.match_selfie(selfie=selfie, tolerance=1.5) == {}  # clamped to 0..100
+    assert services.photos_near_selfie(engine=engine, selfie=selfie, tolerance=0.25) == {photo.pk: 0.2}
+    assert services.photos_near_selfie(engine=engine, selfie=selfie, tolerance=1.5) == {}  # clamped to 0..100
 
 
 def test_new_photo_is_matched_to_the_events_enrolled_selfies(use_engine, stubber, event):
@@ -510,7 +512,7 @@ def test_match_photo_makes_no_call_when_nobody_is_enrolled(engine, stubber, even
     make_selfie(event)  # uploaded, not enrolled yet
 
     # No stubbed response: any AWS call would raise UnStubbedResponseError.
-    assert engine.match_photo(photo=photo) == {}
+    assert services.selfies_near_photo(engine=engine, photo=photo) == {}
 
 
 def test_search_image_finds_photos_and_tolerates_no_face_or_no_collection(engine, stubber, event):
@@ -531,11 +533,14 @@ def test_search_image_finds_photos_and_tolerates_no_face_or_no_collection(engine
     stubber.add_client_error("search_faces_by_image", "InvalidParameterException", "Request has invalid parameters")
     image = Image.new("RGB", (300, 300))
 
-    assert engine.search_image(event=event, image=image) == {photo.pk: 0.04}
-    assert engine.search_image(event=event, image=image) == {}
-    assert engine.search_image(event=event, image=image) == {}
+    def search() -> dict[int, float]:
+        return services.photos_near_image(engine=engine, event_id=event.pk, image=image)
+
+    assert search() == {photo.pk: 0.04}
+    assert search() == {}
+    assert search() == {}
     with pytest.raises(ClientError):  # any other bad request is a bug to see
-        engine.search_image(event=event, image=image)
+        search()
 
 
 # --- Forgetting -------------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""The face engine interface.
+"""The face engine interface: questions about images, never about our database.
 
-An engine finds faces in photos and selfies and answers "which photos show this
-selfie's face" and "which selfies are in this photo". Embedding engines (dlib)
-keep vectors in our database and search them with numpy (see matching.index);
-hosted engines (Rekognition) keep faces in their own collections.
+An engine answers "which faces are in this image" (with an embedding, or the id
+under which a hosted engine keeps the face). It is given the ids it needs and
+never reads our rows: the matching services (matching.services, with
+matching.index for stored embeddings) own every query, decide which faces are
+candidates and which answers still stand.
+
+Embedding engines (dlib, fake) turn faces into vectors that we store and search
+with numpy (matching.index). Hosted engines (Rekognition) keep faces in their own
+collection per event and also answer "which kept faces are near this one".
 """
 
 from __future__ import annotations
@@ -16,8 +21,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from gallery.models import Event, Photo, Selfie
 
 
 @dataclass(frozen=True)
@@ -40,24 +43,12 @@ class FaceEngine(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def index_photo(self, *, photo: Photo, image: Image) -> list[FoundFace]:
-        """Every face in an event photo, stored by the engine if it keeps faces."""
+    def index_photo(self, *, event_id: int, photo_id: int, image: Image) -> list[FoundFace]:
+        """Every face in an event photo, kept under the photo's id if the engine keeps faces."""
 
     @abstractmethod
-    def enroll_selfie(self, *, selfie: Selfie, image: Image) -> FoundFace | None:
-        """The largest face of a selfie, or None when there is no face."""
-
-    @abstractmethod
-    def match_selfie(self, *, selfie: Selfie, tolerance: float | None = None) -> dict[int, float]:
-        """Photo id -> best distance, for the enrolled selfie against its event."""
-
-    @abstractmethod
-    def match_photo(self, *, photo: Photo, tolerance: float | None = None) -> dict[int, float]:
-        """Selfie id -> best distance, for an indexed photo against its event's selfies."""
-
-    @abstractmethod
-    def search_image(self, *, event: Event, image: Image, tolerance: float | None = None) -> dict[int, float]:
-        """Photo id -> best distance for the largest face in an image (no enrollment)."""
+    def enroll_selfie(self, *, event_id: int, selfie_id: int, image: Image) -> FoundFace | None:
+        """The largest face of a selfie (kept if the engine keeps faces), or None when there is none."""
 
     def forget_faces(self, *, event_id: int, external_ids: list[str]) -> None:  # noqa: B027 - optional hook
         """Drop faces the engine keeps remotely; embedding engines keep none."""
@@ -67,35 +58,44 @@ class FaceEngine(ABC):
 
 
 class EmbeddingEngine(FaceEngine):
-    """An engine that turns faces into vectors; matching runs on our own index."""
+    """An engine that turns faces into vectors; matching.index searches them."""
 
     @abstractmethod
     def detect(self, image: Image) -> list[FoundFace]:
         """Every face with its embedding."""
 
-    def index_photo(self, *, photo: Photo, image: Image) -> list[FoundFace]:
+    def index_photo(self, *, event_id: int, photo_id: int, image: Image) -> list[FoundFace]:
         return self.detect(image)
 
-    def enroll_selfie(self, *, selfie: Selfie, image: Image) -> FoundFace | None:
+    def enroll_selfie(self, *, event_id: int, selfie_id: int, image: Image) -> FoundFace | None:
         return largest(self.detect(image))
 
-    def match_selfie(self, *, selfie: Selfie, tolerance: float | None = None) -> dict[int, float]:
-        from matching import index
-
-        return index.photos_near(event_id=selfie.event_id, engine=self.name, probe=selfie.vector(), tolerance=tolerance)
-
-    def match_photo(self, *, photo: Photo, tolerance: float | None = None) -> dict[int, float]:
-        from matching import index
-
-        return index.selfies_near(photo=photo, engine=self.name, tolerance=tolerance)
-
-    def search_image(self, *, event: Event, image: Image, tolerance: float | None = None) -> dict[int, float]:
-        from matching import index
-
+    def probe(self, image: Image) -> np.ndarray | None:
+        """The embedding of the largest face in an image (searched, not enrolled), or None."""
         face = largest(self.detect(image))
-        if face is None or face.embedding is None:
-            return {}
-        return index.photos_near(event_id=event.pk, engine=self.name, probe=face.embedding, tolerance=tolerance)
+        return None if face is None else face.embedding
+
+
+class HostedEngine(FaceEngine):
+    """An engine that keeps faces in a collection per event and searches them there.
+
+    Answers carry the ids the faces were kept under; whether those photos and
+    selfies still exist (and are indexed) is for the matching services to check.
+    """
+
+    @abstractmethod
+    def photos_near_face(self, *, event_id: int, face_id: str, tolerance: float | None = None) -> dict[int, float]:
+        """Photo id -> best distance, for kept photo faces near the kept face `face_id`."""
+
+    @abstractmethod
+    def selfies_near_faces(
+        self, *, event_id: int, face_ids: list[str], tolerance: float | None = None
+    ) -> dict[int, float]:
+        """Selfie id -> best distance, for kept selfie faces near any of the kept faces `face_ids`."""
+
+    @abstractmethod
+    def photos_near_image(self, *, event_id: int, image: Image, tolerance: float | None = None) -> dict[int, float]:
+        """Photo id -> best distance for the largest face in an image, which is not kept."""
 
 
 def largest(faces: list[FoundFace]) -> FoundFace | None:

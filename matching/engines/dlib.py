@@ -7,16 +7,12 @@ loading dlib's models costs ~100 MB and a second, which the web process never pa
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
 from PIL import Image
 
 from matching.engines.base import EmbeddingEngine, FoundFace, largest
-
-if TYPE_CHECKING:
-    from gallery.models import Selfie
 
 
 class DlibEngine(EmbeddingEngine):
@@ -60,7 +56,7 @@ class DlibEngine(EmbeddingEngine):
             )
         return faces
 
-    def enroll_selfie(self, *, selfie: Selfie, image: Image.Image) -> FoundFace | None:
+    def enroll_selfie(self, *, event_id: int, selfie_id: int, image: Image.Image) -> FoundFace | None:
         # A selfie's face fills much of the picture: dlib finds it without
         # upsampling, for less than half the CPU. A small face (a selfie taken
         # from afar) falls back to the configured upsampling.

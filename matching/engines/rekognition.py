@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from PIL import Image
 
-from matching.engines.base import FaceEngine, FoundFace
+from matching.engines.base import FoundFace, HostedEngine
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
-
-    from gallery.models import Event, Photo, Selfie
 
 # Fixed API limits (Rekognition API reference / service model, checked 2026).
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Image.Bytes: at most 5,242,880 bytes
@@ -85,7 +83,7 @@ def _distance(similarity: float) -> float:
     return round(1 - similarity / 100, 6)
 
 
-class RekognitionEngine(FaceEngine):
+class RekognitionEngine(HostedEngine):
     name = "rekognition"
 
     def __init__(self, client: Any = None) -> None:
@@ -111,13 +109,13 @@ class RekognitionEngine(FaceEngine):
 
     # --- Faces in ------------------------------------------------------------
 
-    def index_photo(self, *, photo: Photo, image: Image.Image) -> list[FoundFace]:
-        records = self._index(photo.event_id, image, external_id=str(photo.pk), max_faces=INDEX_MAX_FACES)
+    def index_photo(self, *, event_id: int, photo_id: int, image: Image.Image) -> list[FoundFace]:
+        records = self._index(event_id, image, external_id=str(photo_id), max_faces=INDEX_MAX_FACES)
         return [self._found(record["Face"], image) for record in records]
 
-    def enroll_selfie(self, *, selfie: Selfie, image: Image.Image) -> FoundFace | None:
+    def enroll_selfie(self, *, event_id: int, selfie_id: int, image: Image.Image) -> FoundFace | None:
         # MaxFaces=1 keeps one face: the best quality, then the largest.
-        records = self._index(selfie.event_id, image, external_id=f"{SELFIE_PREFIX}{selfie.pk}", max_faces=1)
+        records = self._index(event_id, image, external_id=f"{SELFIE_PREFIX}{selfie_id}", max_faces=1)
         return self._found(records[0]["Face"], image) if records else None
 
     def _index(self, event_id: int, image: Image.Image, *, external_id: str, max_faces: int) -> list[dict]:
@@ -162,40 +160,29 @@ class RekognitionEngine(FaceEngine):
 
     # --- Matching ------------------------------------------------------------
 
-    def match_selfie(self, *, selfie: Selfie, tolerance: float | None = None) -> dict[int, float]:
-        matches = self._search_face(selfie.event_id, selfie.external_id, tolerance)
-        return self._photos(selfie.event_id, matches)
+    def photos_near_face(self, *, event_id: int, face_id: str, tolerance: float | None = None) -> dict[int, float]:
+        return self._photos(self._search_face(event_id, face_id, tolerance))
 
-    def match_photo(self, *, photo: Photo, tolerance: float | None = None) -> dict[int, float]:
-        from gallery.models import Selfie
-
-        enrolled = set(
-            Selfie.objects.filter(event_id=photo.event_id, engine=self.name)
-            .exclude(external_id="")
-            .values_list("id", flat=True)
-        )
-        if not enrolled:
-            return {}  # nobody to find: no AWS call, no cost
+    def selfies_near_faces(
+        self, *, event_id: int, face_ids: list[str], tolerance: float | None = None
+    ) -> dict[int, float]:
         best: dict[int, float] = {}
-        faces = photo.faces.filter(engine=self.name).exclude(external_id="").order_by("pk")
-        for face_id in faces.values_list("external_id", flat=True):
-            for match in self._search_face(photo.event_id, face_id, tolerance):
+        for face_id in face_ids:
+            for match in self._search_face(event_id, face_id, tolerance):
                 external = match["Face"].get("ExternalImageId", "")
-                if not external.startswith(SELFIE_PREFIX) or not external[len(SELFIE_PREFIX) :].isdigit():
-                    continue
-                selfie_id = int(external[len(SELFIE_PREFIX) :])
-                # A deleted selfie's face may linger until its forget job runs.
-                if selfie_id in enrolled:
-                    _keep_best(best, selfie_id, _distance(match["Similarity"]))
+                if external.startswith(SELFIE_PREFIX) and external[len(SELFIE_PREFIX) :].isdigit():
+                    _keep_best(best, int(external[len(SELFIE_PREFIX) :]), _distance(match["Similarity"]))
         return best
 
-    def search_image(self, *, event: Event, image: Image.Image, tolerance: float | None = None) -> dict[int, float]:
+    def photos_near_image(
+        self, *, event_id: int, image: Image.Image, tolerance: float | None = None
+    ) -> dict[int, float]:
         from botocore.exceptions import ClientError
 
         try:
             response = self._call(
                 "search_faces_by_image",
-                CollectionId=self.collection_id(event.pk),
+                CollectionId=self.collection_id(event_id),
                 Image={"Bytes": encode(image, max_side=self.max_side)},
                 MaxFaces=SEARCH_MAX_FACES,
                 FaceMatchThreshold=self._threshold(tolerance),
@@ -206,7 +193,7 @@ class RekognitionEngine(FaceEngine):
             if no_face or _code(exc) == "ResourceNotFoundException":  # no face, or no photo indexed yet
                 return {}
             raise
-        return self._photos(event.pk, response["FaceMatches"])
+        return self._photos(response["FaceMatches"])
 
     def _search_face(self, event_id: int, face_id: str, tolerance: float | None) -> list[dict]:
         return self._call(
@@ -224,19 +211,14 @@ class RekognitionEngine(FaceEngine):
         return min(max((1 - tolerance) * 100, 0.0), 100.0)
 
     @staticmethod
-    def _photos(event_id: int, matches: list[dict]) -> dict[int, float]:
-        """Best distance per indexed photo of the event, like the embedding index."""
-        from gallery.models import Photo
-
+    def _photos(matches: list[dict]) -> dict[int, float]:
+        """Best distance per photo id (selfie faces share the collection and are skipped)."""
         best: dict[int, float] = {}
         for match in matches:
             external = match["Face"].get("ExternalImageId", "")
             if external.isdigit():
                 _keep_best(best, int(external), _distance(match["Similarity"]))
-        # Faces of photos deleted or being reindexed may still be in the
-        # collection; a Match row for them would break on its foreign key.
-        indexed = Photo.objects.filter(event_id=event_id, pk__in=best, index_state=Photo.State.INDEXED)
-        return {pk: best[pk] for pk in indexed.values_list("pk", flat=True)}
+        return best
 
     # --- Forgetting ----------------------------------------------------------
 
