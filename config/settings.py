@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -254,6 +255,38 @@ AWS_REKOGNITION_MAX_SIDE = env_int("AWS_REKOGNITION_MAX_SIDE", 1920)
 # Concurrent Rekognition calls per worker process, to stay under the account's TPS quota.
 AWS_CONCURRENT_REQUESTS = env_int("AWS_CONCURRENT_REQUESTS", 4)
 AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
+
+
+def _check_rekognition() -> None:
+    """Refuse values AWS would reject on every call, or that would hang the workers.
+
+    botocore's Stubber checks neither enums nor upper bounds, so tests alone do not
+    catch them; checked whatever FACE_BACKEND is, so switching engines later is safe.
+    """
+    problems = []
+    if AWS_REKOGNITION_QUALITY_FILTER not in {"NONE", "AUTO", "LOW", "MEDIUM", "HIGH"}:
+        problems.append(
+            f"AWS_REKOGNITION_QUALITY_FILTER={AWS_REKOGNITION_QUALITY_FILTER!r} must be NONE, AUTO, LOW, MEDIUM or HIGH"
+        )
+    if not 0 <= AWS_REKOGNITION_SIMILARITY <= 100:
+        problems.append(f"AWS_REKOGNITION_SIMILARITY={AWS_REKOGNITION_SIMILARITY} must be between 0 and 100")
+    # Collection ids are "<prefix>-event-<id>": CollectionId allows 1-255 of [a-zA-Z0-9_.-].
+    if not re.fullmatch(r"[a-zA-Z0-9_.\-]{1,200}", AWS_REKOGNITION_COLLECTION_PREFIX):
+        problems.append(
+            f"AWS_REKOGNITION_COLLECTION_PREFIX={AWS_REKOGNITION_COLLECTION_PREFIX!r} must be 1-200 characters "
+            "among a-z A-Z 0-9 _ . -"
+        )
+    if AWS_REKOGNITION_MAX_SIDE != 0 and AWS_REKOGNITION_MAX_SIDE < 80:
+        problems.append(f"AWS_REKOGNITION_MAX_SIDE={AWS_REKOGNITION_MAX_SIDE} must be 0 (no cap) or at least 80")
+    if AWS_CONCURRENT_REQUESTS < 1:  # a semaphore of 0 blocks every call forever
+        problems.append(f"AWS_CONCURRENT_REQUESTS={AWS_CONCURRENT_REQUESTS} must be at least 1")
+    if AWS_MAX_ATTEMPTS < 1:
+        problems.append(f"AWS_MAX_ATTEMPTS={AWS_MAX_ATTEMPTS} must be at least 1")
+    if problems:
+        raise ImproperlyConfigured("Invalid Rekognition settings: " + "; ".join(problems))
+
+
+_check_rekognition()
 
 # --- Security -----------------------------------------------------------------
 

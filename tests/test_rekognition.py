@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +35,7 @@ from matching.engines.rekognition import (
     encode,
     make_client,
 )
-from tests.conftest import selfie_row
+from tests.conftest import ROOT, selfie_row
 
 pytestmark = pytest.mark.django_db
 
@@ -303,6 +305,8 @@ def test_client_is_made_lazily_with_region_retries_and_pool(aws):
     assert client.meta.region_name == "eu-west-1"
     assert client.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 5}
     assert client.meta.config.max_pool_connections >= 12
+    # botocore's 60 s defaults would let a silent network hold a job for minutes per try.
+    assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (5, 30)
 
 
 def test_concurrent_calls_are_bounded_per_process(aws):
@@ -360,7 +364,9 @@ def test_access_denied_fails_the_photo_with_a_clear_message(use_engine, stubber,
 
 
 def test_access_denied_is_a_rekognition_error_wrapping_the_client_error(engine, stubber, event):
-    stubber.add_client_error("delete_collection", "AccessDeniedException", "nope")
+    stubber.add_client_error(
+        "delete_collection", "AccessDeniedException", "nope", expected_params={"CollectionId": f"test-event-{event.pk}"}
+    )
     with pytest.raises(RekognitionError) as raised:
         engine.forget_event(event_id=event.pk)
     assert "DeleteCollection (AccessDeniedException)" in str(raised.value)
@@ -515,7 +521,15 @@ def test_match_photo_makes_no_call_when_nobody_is_enrolled(engine, stubber, even
     assert services.selfies_near_photo(engine=engine, photo=photo) == {}
 
 
-def test_search_image_finds_photos_and_tolerates_no_face_or_no_collection(engine, stubber, event):
+def detected(count: int) -> dict:
+    """A DetectFaces response with `count` faces."""
+    return {"FaceDetails": [{"BoundingBox": box(0.1 * n, 0.1, 0.1, 0.1), "Confidence": 99.0} for n in range(count)]}
+
+
+DETECT_PARAMS = {"Image": {"Bytes": ANY}, "Attributes": ["DEFAULT"]}
+
+
+def test_search_image_finds_photos_and_tolerates_no_collection(engine, stubber, event):
     photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
     params = {
         "CollectionId": f"test-event-{event.pk}",
@@ -524,23 +538,50 @@ def test_search_image_finds_photos_and_tolerates_no_face_or_no_collection(engine
         "FaceMatchThreshold": 90.0,
         "QualityFilter": "AUTO",
     }
+    stubber.add_response("detect_faces", detected(1), DETECT_PARAMS)
     stubber.add_response("search_faces_by_image", found(None, (str(photo.pk), 96.0), ("selfie-3", 99.0)), params)
-    no_face = "There are no faces in the image. Should be at least 1."
-    stubber.add_client_error("search_faces_by_image", "InvalidParameterException", no_face, expected_params=params)
+    stubber.add_response("detect_faces", detected(2), DETECT_PARAMS)
     stubber.add_client_error(
         "search_faces_by_image", "ResourceNotFoundException", "no collection", expected_params=params
     )
-    stubber.add_client_error("search_faces_by_image", "InvalidParameterException", "Request has invalid parameters")
+    stubber.add_response("detect_faces", detected(1), DETECT_PARAMS)
+    stubber.add_client_error("search_faces_by_image", "InternalServerError", "boom", 500, expected_params=params)
     image = Image.new("RGB", (300, 300))
 
-    def search() -> dict[int, float]:
-        return services.photos_near_image(engine=engine, event_id=event.pk, image=image)
+    assert engine.photos_near_image(event_id=event.pk, image=image) == {photo.pk: 0.04}
+    assert engine.photos_near_image(event_id=event.pk, image=image) == {}  # nothing indexed yet: no collection
+    with pytest.raises(ClientError):  # any other failure is visible
+        engine.photos_near_image(event_id=event.pk, image=image)
+    stubber.assert_no_pending_responses()
 
-    assert search() == {photo.pk: 0.04}
-    assert search() == {}
-    assert search() == {}
-    with pytest.raises(ClientError):  # any other bad request is a bug to see
-        search()
+
+def test_search_image_without_a_face_makes_no_search(engine, stubber, event):
+    """ "No face" is known from a face check, never from the wording of an error message."""
+    stubber.add_response("detect_faces", {"FaceDetails": []}, DETECT_PARAMS)
+
+    # Only the check is stubbed: a search would raise UnStubbedResponseError.
+    assert engine.photos_near_image(event_id=event.pk, image=Image.new("RGB", (300, 300))) == {}
+    stubber.assert_no_pending_responses()
+
+
+def test_search_image_whose_faces_fail_the_quality_filter_finds_nothing(engine, stubber, event):
+    """A face found by the check but filtered out by the search: AWS answers InvalidParameterException."""
+    stubber.add_response("detect_faces", detected(1), DETECT_PARAMS)
+    stubber.add_client_error(
+        "search_faces_by_image",
+        "InvalidParameterException",
+        "any wording at all",
+        expected_params={
+            "CollectionId": f"test-event-{event.pk}",
+            "Image": {"Bytes": ANY},
+            "MaxFaces": 4096,
+            "FaceMatchThreshold": 90.0,
+            "QualityFilter": "AUTO",
+        },
+    )
+
+    assert engine.photos_near_image(event_id=event.pk, image=Image.new("RGB", (300, 300))) == {}
+    stubber.assert_no_pending_responses()
 
 
 # --- Forgetting -------------------------------------------------------------------------
@@ -552,16 +593,20 @@ def test_forget_faces_deletes_in_chunks_of_4096(engine, stubber):
         stubber.add_response(
             "delete_faces", {"DeletedFaces": chunk}, {"CollectionId": "test-event-7", "FaceIds": chunk}
         )
+    engine.forget_faces(event_id=7, external_ids=ids)
+    stubber.assert_no_pending_responses()  # both calls made: 4096 ids, then 904
+
     stubber.add_client_error(
         "delete_faces",
         "ResourceNotFoundException",
         "gone",
         expected_params={"CollectionId": "test-event-8", "FaceIds": [FACE_A]},
     )
-
-    engine.forget_faces(event_id=7, external_ids=ids)
     engine.forget_faces(event_id=8, external_ids=[FACE_A])  # the event's collection is already gone: fine
-    engine.forget_faces(event_id=9, external_ids=[])  # nothing to do, no call
+    stubber.assert_no_pending_responses()
+
+    # Nothing to do: any AWS call would raise UnStubbedResponseError.
+    engine.forget_faces(event_id=9, external_ids=[])
 
 
 def test_forget_event_deletes_the_collection_even_if_already_gone(engine, stubber):
@@ -569,9 +614,64 @@ def test_forget_event_deletes_the_collection_even_if_already_gone(engine, stubbe
     stubber.add_client_error(
         "delete_collection", "ResourceNotFoundException", "gone", expected_params={"CollectionId": "test-event-5"}
     )
-    stubber.add_client_error("delete_collection", "InternalServerError", "boom", http_status_code=500)
+    stubber.add_client_error(
+        "delete_collection",
+        "InternalServerError",
+        "boom",
+        http_status_code=500,
+        expected_params={"CollectionId": "test-event-5"},
+    )
 
     engine.forget_event(event_id=5)
-    engine.forget_event(event_id=5)
+    engine.forget_event(event_id=5)  # already gone: no error
     with pytest.raises(ClientError):  # other failures stay visible, so the job is retried
         engine.forget_event(event_id=5)
+    stubber.assert_no_pending_responses()  # all three calls were made, with these parameters
+
+
+# --- Settings that refuse to start ------------------------------------------------------
+
+
+def _start(**environ: str) -> subprocess.CompletedProcess[str]:
+    """Load the settings in a fresh process, as `manage.py` or the workers would."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "AWS_", "FACE_"))}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**keep, "DJANGO_SETTINGS_MODULE": "config.settings", "FACE_BACKEND": "rekognition", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_valid_rekognition_settings_start():
+    started = _start(
+        AWS_REKOGNITION_QUALITY_FILTER="HIGH",
+        AWS_REKOGNITION_SIMILARITY="100",
+        AWS_REKOGNITION_COLLECTION_PREFIX="Prod_v2.photos-eu",
+        AWS_REKOGNITION_MAX_SIDE="0",
+        AWS_CONCURRENT_REQUESTS="1",
+    )
+    assert started.returncode == 0, started.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("AWS_REKOGNITION_QUALITY_FILTER", "auto", "AWS_REKOGNITION_QUALITY_FILTER='auto' must be NONE, AUTO, LOW"),
+        ("AWS_REKOGNITION_SIMILARITY", "101", "AWS_REKOGNITION_SIMILARITY=101.0 must be between 0 and 100"),
+        ("AWS_REKOGNITION_SIMILARITY", "-1", "AWS_REKOGNITION_SIMILARITY=-1.0 must be between 0 and 100"),
+        ("AWS_REKOGNITION_COLLECTION_PREFIX", "my photos", "AWS_REKOGNITION_COLLECTION_PREFIX='my photos' must be"),
+        ("AWS_REKOGNITION_COLLECTION_PREFIX", "été", "AWS_REKOGNITION_COLLECTION_PREFIX='été' must be"),
+        ("AWS_REKOGNITION_COLLECTION_PREFIX", "x" * 201, "must be 1-200 characters"),
+        ("AWS_REKOGNITION_MAX_SIDE", "40", "AWS_REKOGNITION_MAX_SIDE=40 must be 0 (no cap) or at least 80"),
+        ("AWS_CONCURRENT_REQUESTS", "0", "AWS_CONCURRENT_REQUESTS=0 must be at least 1"),
+        ("AWS_MAX_ATTEMPTS", "0", "AWS_MAX_ATTEMPTS=0 must be at least 1"),
+    ],
+)
+def test_invalid_rekognition_settings_refuse_to_start(name, value, message):
+    started = _start(**{name: value})
+    assert started.returncode != 0
+    assert "ImproperlyConfigured: Invalid Rekognition settings: " in started.stderr
+    assert message in started.stderr

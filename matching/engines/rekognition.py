@@ -13,6 +13,7 @@ engine only bounds how many calls a worker process has in flight.
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,12 @@ INDEX_MAX_FACES = 100  # IndexFaces never indexes more than the 100 largest face
 SEARCH_MAX_FACES = 4096  # SearchFaces / SearchFacesByImage MaxFaces maximum
 DELETE_BATCH = 4096  # DeleteFaces FaceIds maximum per call
 JPEG_QUALITY = 90
+# Seconds. IndexFaces of a 5 MB image with 100 faces answers in a few seconds.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 30
 
 SELFIE_PREFIX = "selfie-"
+logger = logging.getLogger("trouvaille.matching")
 # Errors an operator must fix (credentials, IAM policy); retrying will not help.
 _DENIED = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException"}
 
@@ -51,6 +56,10 @@ def make_client() -> Any:
         # down after throttling, which bulk imports hit first.
         retries={"mode": "adaptive", "total_max_attempts": settings.AWS_MAX_ATTEMPTS},
         max_pool_connections=max(10, settings.AWS_CONCURRENT_REQUESTS),
+        # botocore's defaults are 60 s each: a silent network would hold a job
+        # for minutes per try. A timed-out try is retried like a 5xx.
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
     )
     # A session of our own: boto3's default session is shared, mutable state.
     return boto3.session.Session().client("rekognition", region_name=settings.AWS_REKOGNITION_REGION, config=config)
@@ -179,18 +188,27 @@ class RekognitionEngine(HostedEngine):
     ) -> dict[int, float]:
         from botocore.exceptions import ClientError
 
+        data = encode(image, max_side=self.max_side)
+        # A face check first: SearchFacesByImage reports "no face" only as an
+        # InvalidParameterException, whose message text is not part of the API.
+        if not self._call("detect_faces", Image={"Bytes": data}, Attributes=["DEFAULT"])["FaceDetails"]:
+            return {}
         try:
             response = self._call(
                 "search_faces_by_image",
                 CollectionId=self.collection_id(event_id),
-                Image={"Bytes": encode(image, max_side=self.max_side)},
+                Image={"Bytes": data},
                 MaxFaces=SEARCH_MAX_FACES,
                 FaceMatchThreshold=self._threshold(tolerance),
                 QualityFilter=self.quality_filter,
             )
         except ClientError as exc:
-            no_face = _code(exc) == "InvalidParameterException" and "no faces" in str(exc).lower()
-            if no_face or _code(exc) == "ResourceNotFoundException":  # no face, or no photo indexed yet
+            if _code(exc) == "ResourceNotFoundException":  # no photo indexed yet: no collection
+                return {}
+            # Our parameters are validated at start-up, so what is left to be
+            # invalid is the image: its faces were all below the quality filter.
+            if _code(exc) == "InvalidParameterException":
+                logger.warning("no searchable face in the image for event %s: %s", event_id, exc)
                 return {}
             raise
         return self._photos(response["FaceMatches"])
