@@ -49,8 +49,8 @@ class EventAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 n_photos=_count(Photo.objects.all()),
-                n_indexed=_count(Photo.objects.filter(index_state=Photo.State.INDEXED)),
-                n_failed=_count(Photo.objects.filter(index_state=Photo.State.FAILED)),
+                n_indexed=_count(Photo.objects.indexed()),
+                n_failed=_count(Photo.objects.failed()),
                 n_selfies=_count(Selfie.objects.all()),
             )
         )

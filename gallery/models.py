@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timedelta
 
 import numpy as np
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils import timezone
 
@@ -27,6 +31,11 @@ def selfie_path(selfie: Selfie, filename: str) -> str:
     return f"events/{selfie.event_id}/selfies/{secrets.token_hex(16)}.jpg"
 
 
+def claims_expire_before() -> datetime:
+    """Claims older than the cluster's retry time were abandoned: their worker died."""
+    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"])
+
+
 class Event(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
@@ -45,6 +54,51 @@ class Event(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("gallery:event", args=[self.slug])
+
+
+class PhotoQuerySet(models.QuerySet):
+    """Photos go pending -> processing (claimed by one index job) -> indexed or failed."""
+
+    def indexed(self) -> PhotoQuerySet:
+        return self.filter(index_state=Photo.State.INDEXED)
+
+    def failed(self) -> PhotoQuerySet:
+        return self.filter(index_state=Photo.State.FAILED)
+
+    def finished(self) -> PhotoQuerySet:
+        """Indexed or failed: no job will change them unless they are queued again."""
+        return self.filter(index_state__in=[Photo.State.INDEXED, Photo.State.FAILED])
+
+    def in_progress(self) -> PhotoQuerySet:
+        """Queued or being indexed."""
+        return self.filter(index_state__in=[Photo.State.PENDING, Photo.State.PROCESSING])
+
+    def processing(self) -> PhotoQuerySet:
+        """Claimed by an index job: the job that ends one checks it still is."""
+        return self.filter(index_state=Photo.State.PROCESSING)
+
+    def claimable(self) -> PhotoQuerySet:
+        """Pending, or claimed by a job that was abandoned."""
+        abandoned = Q(index_state=Photo.State.PROCESSING, claimed_at__lt=claims_expire_before())
+        return self.filter(Q(index_state=Photo.State.PENDING) | abandoned)
+
+    def claim(self, *, pk: int) -> bool:
+        """Take the photo for this index job with one conditional UPDATE:
+        of two workers given the same job, exactly one wins."""
+        return bool(
+            self.claimable()
+            .filter(pk=pk)
+            .update(index_state=Photo.State.PROCESSING, index_error="", claimed_at=timezone.now())
+        )
+
+    def stuck(self, *, queue_empty: bool) -> PhotoQuerySet:
+        """Photos whose job was lost: claimed longer than Q_RETRY ago, or pending that
+        long while the queue is empty (while jobs still wait, a pending photo is just queued)."""
+        before = claims_expire_before()
+        stuck = Q(index_state=Photo.State.PROCESSING, claimed_at__lt=before)
+        if queue_empty:
+            stuck |= Q(index_state=Photo.State.PENDING, created_at__lt=before)
+        return self.filter(stuck)
 
 
 class Photo(models.Model):
@@ -71,6 +125,8 @@ class Photo(models.Model):
     indexed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = PhotoQuerySet.as_manager()
+
     class Meta:
         ordering = ["taken_at", "original_name", "id"]
         constraints = [models.UniqueConstraint(fields=["event", "content_hash"], name="photo_unique_hash_per_event")]
@@ -78,6 +134,20 @@ class Photo(models.Model):
 
     def __str__(self) -> str:
         return self.original_name
+
+
+class FaceQuerySet(models.QuerySet):
+    def embedded(self, *, engine: str) -> FaceQuerySet:
+        """Faces with a vector from this embedding engine."""
+        return self.filter(engine=engine).exclude(embedding=b"")
+
+    def remote(self, *, engine: str | None = None) -> FaceQuerySet:
+        """Faces a hosted engine keeps (by its id for them); of one engine, or of any."""
+        faces = self.exclude(external_id="")
+        return faces if engine is None else faces.filter(engine=engine)
+
+    def of_indexed_photos(self) -> FaceQuerySet:
+        return self.filter(photo__index_state=Photo.State.INDEXED)
 
 
 class Face(models.Model):
@@ -93,11 +163,10 @@ class Face(models.Model):
     # The engine's own id for this face (Rekognition FaceId), if any.
     external_id = models.CharField(max_length=64, blank=True, db_index=True)
 
+    objects = FaceQuerySet.as_manager()
+
     def __str__(self) -> str:
         return f"Face {self.pk} in {self.photo_id}"
-
-    def vector(self) -> np.ndarray:
-        return np.frombuffer(self.embedding, dtype=np.float32)
 
 
 class AttendeeQuerySet(models.QuerySet):
@@ -136,6 +205,49 @@ class Attendee(models.Model):
         )
 
 
+class SelfieQuerySet(models.QuerySet):
+    """Selfies go pending -> matching (claimed by one match job) -> done or failed."""
+
+    def failed(self) -> SelfieQuerySet:
+        return self.filter(match_state=Selfie.State.FAILED)
+
+    def matching(self) -> SelfieQuerySet:
+        """Claimed by a match job: the job that ends one checks it still is."""
+        return self.filter(match_state=Selfie.State.MATCHING)
+
+    def claimable(self) -> SelfieQuerySet:
+        """Pending, or claimed by a job that was abandoned."""
+        abandoned = Q(match_state=Selfie.State.MATCHING, claimed_at__lt=claims_expire_before())
+        return self.filter(Q(match_state=Selfie.State.PENDING) | abandoned)
+
+    def claim(self, *, pk: int) -> bool:
+        """Take the selfie for this match job with one conditional UPDATE:
+        of two workers given the same job, exactly one wins."""
+        return bool(
+            self.claimable()
+            .filter(pk=pk)
+            .update(match_state=Selfie.State.MATCHING, match_error="", claimed_at=timezone.now())
+        )
+
+    def stuck(self, *, queue_empty: bool) -> SelfieQuerySet:
+        """Selfies whose job was lost: claimed longer than Q_RETRY ago, or pending that
+        long while the queue is empty (while jobs still wait, a pending selfie is just queued)."""
+        before = claims_expire_before()
+        stuck = Q(match_state=Selfie.State.MATCHING, claimed_at__lt=before)
+        if queue_empty:
+            stuck |= Q(match_state=Selfie.State.PENDING, created_at__lt=before)
+        return self.filter(stuck)
+
+    def embedded(self, *, engine: str) -> SelfieQuerySet:
+        """Selfies enrolled with a vector from this embedding engine."""
+        return self.filter(engine=engine).exclude(embedding=b"")
+
+    def remote(self, *, engine: str | None = None) -> SelfieQuerySet:
+        """Selfies whose face a hosted engine keeps; enrolled with one engine, or any."""
+        selfies = self.exclude(external_id="")
+        return selfies if engine is None else selfies.filter(engine=engine)
+
+
 class Selfie(models.Model):
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -157,6 +269,8 @@ class Selfie(models.Model):
     matched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = SelfieQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
 
@@ -171,7 +285,9 @@ class Match(models.Model):
     selfie = models.ForeignKey(Selfie, on_delete=models.CASCADE, related_name="matches")
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="matches")
     distance = models.FloatField(help_text="Best (smallest) face distance between the selfie and the photo.")
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The database's clock, not the worker's: re-matching compares it with the
+    # start of a search (matching.services), and workers' clocks may drift apart.
+    created_at = models.DateTimeField(db_default=Now())
 
     class Meta:
         verbose_name_plural = "matches"

@@ -13,7 +13,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -21,7 +21,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
@@ -274,7 +273,7 @@ def selfie_create(
         if attendee is None:
             attendee = Attendee.objects.create(event=event, consent_at=now)
         # The deletion signals remove their files and remote faces (after commit).
-        (attendee.selfies.all() if replace else attendee.selfies.filter(match_state=Selfie.State.FAILED)).delete()
+        (attendee.selfies.all() if replace else attendee.selfies.failed()).delete()
         selfie.attendee = attendee
         selfie.save()
         jobs.enqueue_selfie_match(selfie.pk)
@@ -300,29 +299,17 @@ def photo_unreject(*, attendee: Attendee, photo_id: int) -> bool:
 # --- Queueing photos and selfies again -----------------------------------------
 
 
-def stale_before() -> timezone.datetime:
-    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"])
-
-
-def _stuck(*, state: str, working: str) -> Q:
-    """Rows whose job was lost: claimed longer than Q_RETRY ago, or pending that long
-    while the queue is empty (while jobs still wait, a pending row is just queued)."""
-    stuck = Q(**{state: working, "claimed_at__lt": stale_before()})
-    if not jobs.waiting():
-        stuck |= Q(**{state: "pending", "created_at__lt": stale_before()})
-    return stuck
-
-
 def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuck_only: bool = False) -> int:
     """Queue photos for indexing again: all, the failed ones, or the stuck ones. Returns how many.
 
-    Stuck: their job was lost (a broker restart, a worker killed without answering); see _stuck.
+    Stuck: their job was lost (a broker restart, a worker killed without answering);
+    see PhotoQuerySet.stuck.
     """
     photos = Photo.objects.all() if event is None else event.photos.all()
     if failed_only:
-        photos = photos.filter(index_state=Photo.State.FAILED)
+        photos = photos.failed()
     if stuck_only:
-        photos = photos.filter(_stuck(state="index_state", working=Photo.State.PROCESSING))
+        photos = photos.stuck(queue_empty=not jobs.waiting())
     return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
 
 
@@ -340,7 +327,7 @@ def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> in
     """Queue every selfie (of one event, or all; or only stuck ones) to be matched again. Returns how many."""
     selfies = Selfie.objects.all() if event is None else event.selfies.all()
     if stuck_only:
-        selfies = selfies.filter(_stuck(state="match_state", working=Selfie.State.MATCHING))
+        selfies = selfies.stuck(queue_empty=not jobs.waiting())
     with transaction.atomic():
         ids = list(selfies.values_list("id", flat=True))
         Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)

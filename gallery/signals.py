@@ -23,15 +23,15 @@ def _delete_files_on_commit(*files: FieldFile) -> None:
 
 @receiver(pre_delete, sender=Event)
 def _event_pre_delete(sender: type[Event], instance: Event, **kwargs: object) -> None:
-    remote = set(Face.objects.filter(photo__event=instance).exclude(external_id="").values_list("engine", flat=True))
-    remote |= set(instance.selfies.exclude(external_id="").values_list("engine", flat=True))
+    remote = set(Face.objects.filter(photo__event=instance).remote().values_list("engine", flat=True))
+    remote |= set(instance.selfies.remote().values_list("engine", flat=True))
     for engine in remote:
         jobs.enqueue_forget_event(instance.pk, engine=engine)
 
 
 @receiver(pre_delete, sender=Photo)
 def _photo_pre_delete(sender: type[Photo], instance: Photo, **kwargs: object) -> None:
-    jobs.enqueue_forget(instance.event_id, instance.faces.exclude(external_id="").values_list("engine", "external_id"))
+    jobs.enqueue_forget(instance.event_id, instance.faces.remote().values_list("engine", "external_id"))
 
 
 @receiver(post_delete, sender=Photo)

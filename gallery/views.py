@@ -88,9 +88,7 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _pending_photos(event_id: int) -> int:
-    return Photo.objects.filter(
-        event_id=event_id, index_state__in=[Photo.State.PENDING, Photo.State.PROCESSING]
-    ).count()
+    return Photo.objects.filter(event_id=event_id).in_progress().count()
 
 
 def _refresh_seconds(selfies: list[Selfie], *, working: bool, pending_photos: int) -> int:

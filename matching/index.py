@@ -32,9 +32,7 @@ _cache_lock = Lock()
 
 
 def _event_faces(event_id: int, engine: str):
-    return Face.objects.filter(photo__event_id=event_id, photo__index_state=Photo.State.INDEXED, engine=engine).exclude(
-        embedding=b""
-    )
+    return Face.objects.filter(photo__event_id=event_id).of_indexed_photos().embedded(engine=engine)
 
 
 def _matrix(embeddings: list[bytes]) -> NDArray[np.float32]:
@@ -50,7 +48,7 @@ def _matrix(embeddings: list[bytes]) -> NDArray[np.float32]:
 def _event_version(event_id: int) -> tuple:
     # The (event, index_state) index of Photo answers this without touching the
     # Face rows, whose embeddings make a scan of them slow (~100 ms at 300k faces).
-    photos = Photo.objects.filter(event_id=event_id, index_state=Photo.State.INDEXED)
+    photos = Photo.objects.filter(event_id=event_id).indexed()
     return tuple(photos.aggregate(n=Count("id"), faces=Sum("face_count"), last=Max("indexed_at")).values())
 
 
@@ -109,11 +107,9 @@ def photos_near(*, event_id: int, engine: str, probe: np.ndarray, tolerance: flo
 def selfies_near(*, photo: Photo, engine: str, tolerance: float | None = None) -> dict[int, float]:
     """Selfie id -> best distance, for the event's enrolled selfies seen in this photo."""
     tolerance = settings.FACE_TOLERANCE if tolerance is None else tolerance
-    faces = _matrix(list(photo.faces.filter(engine=engine).exclude(embedding=b"").values_list("embedding", flat=True)))
+    faces = _matrix(list(photo.faces.embedded(engine=engine).values_list("embedding", flat=True)))
     selfies = list(
-        Selfie.objects.filter(event_id=photo.event_id, engine=engine)
-        .exclude(embedding=b"")
-        .values_list("id", "embedding")
+        Selfie.objects.filter(event_id=photo.event_id).embedded(engine=engine).values_list("id", "embedding")
     )
     if not len(faces) or not selfies:
         return {}

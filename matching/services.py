@@ -3,48 +3,42 @@
 Each job claims its row with a conditional update (pending -> processing), so
 two workers never index the same photo, and a job that finds nothing to claim
 returns without touching anything. A claim older than the cluster's retry time
-is considered abandoned (the worker died) and may be taken again.
+is considered abandoned (the worker died) and may be taken again (see the
+QuerySets in gallery.models).
 
 Re-matching needs no extra job: a photo job commits its faces first and then
 compares them with the event's enrolled selfies; a selfie job commits its
 embedding first and then compares it with the event's indexed faces. Whichever
 commits second sees the other's row, so no pair is missed; and each job, when it
 replaces its old matches, deletes only those older than its own search, never a
-match the other job recorded meanwhile. (Across machines this assumes clocks
-synchronised by NTP, as timestamps come from each worker.)
+match the other job recorded meanwhile. Both times, a match's creation and the
+start of a search, come from the database's clock: workers' clocks may drift.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.db.models.functions import Now
+from django.db.models.sql import Query
 from django.utils import timezone
 from PIL import Image
 
 from gallery import jobs
 from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.models import Event, Face, Match, Photo, Selfie
-from gallery.services import stale_before
 from matching import index
 from matching.engines import get_engine
-from matching.engines.base import EmbeddingEngine, FaceEngine, HostedEngine
+from matching.engines.base import EmbeddingEngine, FaceEngine, FoundFace, HostedEngine
 
 logger = logging.getLogger("trouvaille.matching")
 
 SELFIE_FAILED_MESSAGE = "Something went wrong while looking for your photos. Please try again in a few minutes."
 NO_FACE_MESSAGE = "We could not find a face in your selfie. Please take another one facing the camera, in good light."
-
-
-def _claim(model: type[Photo | Selfie], pk: int, *, state: str, error: str, working: str) -> bool:
-    """Take a pending row (or one whose claim was abandoned) for this job, atomically.
-
-    One conditional UPDATE: of two workers given the same job, exactly one wins.
-    """
-    takeable = Q(**{state: "pending"}) | Q(**{state: working, "claimed_at__lt": stale_before()})
-    return bool(model.objects.filter(takeable, pk=pk).update(**{state: working, error: ""}, claimed_at=timezone.now()))
 
 
 def _explain(exc: Exception) -> str:
@@ -57,8 +51,12 @@ def _explain(exc: Exception) -> str:
 
 
 def photo_index(*, photo_id: int) -> str:
-    """Find and store the faces of one photo, then match it against the event's selfies."""
-    if not _claim(Photo, photo_id, state="index_state", error="index_error", working=Photo.State.PROCESSING):
+    """Find and store the faces of one photo, then match it against the event's selfies.
+
+    Claim the photo; read it, make its served copies and find its faces (any
+    failure is recorded on the photo); store the faces; match the event's selfies.
+    """
+    if not Photo.objects.claim(pk=photo_id):
         return "skipped"
     photo = Photo.objects.select_related("event").get(pk=photo_id)
     engine = get_engine()
@@ -73,39 +71,8 @@ def photo_index(*, photo_id: int) -> str:
             logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
         photo_index_abandon(photo_id=photo_id, reason=_explain(exc))
         return "failed"
-
-    replaced: list[tuple[str, str]] = []
-    with transaction.atomic():
-        updated = Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
-            index_state=Photo.State.INDEXED,
-            face_count=len(found),
-            width=image.width,
-            height=image.height,
-            indexed_at=timezone.now(),
-            claimed_at=None,
-        )
-        if not updated:
-            # Reset (reindex) or deleted while we worked: a newer job owns it.
-            # Faces a hosted engine stored in this run belong to no row: forget them.
-            jobs.enqueue_forget(photo.event_id, [(engine.name, face.external_id) for face in found])
-            return "superseded"
-        replaced = list(photo.faces.exclude(external_id="").values_list("engine", "external_id"))
-        photo.faces.all().delete()
-        Face.objects.bulk_create(
-            Face(
-                photo=photo,
-                left=face.left,
-                top=face.top,
-                width=face.width,
-                height=face.height,
-                embedding=face.embedding.tobytes() if face.embedding is not None else b"",
-                engine=engine.name,
-                external_id=face.external_id,
-            )
-            for face in found
-        )
-    kept = {face.external_id for face in found}
-    jobs.enqueue_forget(photo.event_id, [(name, face_id) for name, face_id in replaced if face_id not in kept])
+    if not _photo_faces_store(photo=photo, image=image, engine=engine.name, found=found):
+        return "superseded"
     try:
         photo_match(photo=photo)
     except Exception:
@@ -116,9 +83,53 @@ def photo_index(*, photo_id: int) -> str:
     return "indexed"
 
 
+def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, found: list[FoundFace]) -> bool:
+    """Record the photo as indexed with these faces in place of its old ones.
+
+    False when the photo was reset (reindex) or deleted while we worked: a newer
+    job owns it, and faces a hosted engine kept in this run belong to no row.
+    """
+    with transaction.atomic():
+        indexed = (
+            Photo.objects.processing()
+            .filter(pk=photo.pk)
+            .update(
+                index_state=Photo.State.INDEXED,
+                face_count=len(found),
+                width=image.width,
+                height=image.height,
+                indexed_at=timezone.now(),
+                claimed_at=None,
+            )
+        )
+        if not indexed:
+            jobs.enqueue_forget(photo.event_id, [(engine, face.external_id) for face in found])
+            return False
+        replaced = list(photo.faces.remote().values_list("engine", "external_id"))
+        photo.faces.all().delete()
+        Face.objects.bulk_create(_face_row(photo=photo, engine=engine, face=face) for face in found)
+    # Remote faces of the old index that this run did not keep again go too.
+    kept = {face.external_id for face in found}
+    jobs.enqueue_forget(photo.event_id, [(name, face_id) for name, face_id in replaced if face_id not in kept])
+    return True
+
+
+def _face_row(*, photo: Photo, engine: str, face: FoundFace) -> Face:
+    return Face(
+        photo=photo,
+        left=face.left,
+        top=face.top,
+        width=face.width,
+        height=face.height,
+        embedding=face.embedding.tobytes() if face.embedding is not None else b"",
+        engine=engine,
+        external_id=face.external_id,
+    )
+
+
 def photo_index_abandon(*, photo_id: int, reason: str) -> None:
     """Record that this photo's index job failed, or was stopped from outside (timeout)."""
-    Photo.objects.filter(pk=photo_id, index_state=Photo.State.PROCESSING).update(
+    Photo.objects.processing().filter(pk=photo_id).update(
         index_state=Photo.State.FAILED, index_error=reason, claimed_at=None
     )
 
@@ -149,20 +160,44 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:
 
 def photo_match(*, photo: Photo) -> int:
     """Re-matching: record this photo for every enrolled selfie of its event that it shows."""
-    searched_at = timezone.now()
+    searched_at = _database_now()
     found = selfies_near_photo(engine=get_engine(), photo=photo)
-    with transaction.atomic():
-        # Only matches older than this search are stale: one a selfie job added
-        # while we searched is as true as ours (see the module docstring).
-        Match.objects.filter(photo=photo, created_at__lt=searched_at).exclude(selfie_id__in=found).delete()
-        _matches_upsert([Match(selfie_id=selfie_id, photo=photo, distance=d) for selfie_id, d in found.items()])
+    _matches_replace(
+        previous=Match.objects.filter(photo=photo),
+        searched_at=searched_at,
+        matches=[Match(selfie_id=selfie_id, photo=photo, distance=d) for selfie_id, d in found.items()],
+    )
     return len(found)
 
 
-def _matches_upsert(matches: list[Match]) -> None:
-    Match.objects.bulk_create(
-        matches, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
-    )
+def _matches_replace(*, previous: QuerySet[Match], searched_at: datetime, matches: list[Match]) -> None:
+    """Record these matches (of one photo or of one selfie) in place of the previous ones.
+
+    Only previous matches older than the search are stale: one another job added
+    while we searched is as true as ours (see the module docstring).
+    """
+    with transaction.atomic():
+        # `previous` shares one side (the photo or the selfie) with every new match,
+        # so "not both ids among the new ones" is "not found by this search".
+        found = {"selfie_id__in": [m.selfie_id for m in matches], "photo_id__in": [m.photo_id for m in matches]}
+        previous.filter(created_at__lt=searched_at).exclude(**found).delete()
+        # created_at is the database's clock (Match.created_at's default).
+        Match.objects.bulk_create(
+            matches, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
+        )
+
+
+def _database_now() -> datetime:
+    """The database's clock, which also stamps every match: workers' clocks may drift apart."""
+    now = Now()
+    sql, params = Query(Match).get_compiler(connection=connection).compile(now)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql}", params)
+        value = cursor.fetchone()[0]
+    # SQLite answers with text: the backend's converters make it an aware datetime.
+    for convert in connection.ops.get_db_converters(now) + now.get_db_converters(connection):
+        value = convert(value, now, connection)
+    return value
 
 
 # --- Selfies ------------------------------------------------------------------
@@ -170,7 +205,7 @@ def _matches_upsert(matches: list[Match]) -> None:
 
 def selfie_match(*, selfie_id: int) -> str:
     """Find the selfie's face (once) and record every photo of the event that shows it."""
-    if not _claim(Selfie, selfie_id, state="match_state", error="match_error", working=Selfie.State.MATCHING):
+    if not Selfie.objects.claim(pk=selfie_id):
         return "skipped"
     selfie = Selfie.objects.get(pk=selfie_id)
     engine = get_engine()
@@ -194,7 +229,7 @@ def selfie_match(*, selfie_id: int) -> str:
                 # Deleted while we enrolled it: its face must not outlive it.
                 jobs.enqueue_forget(selfie.event_id, [(engine.name, face.external_id)])
                 return "superseded"
-        searched_at = timezone.now()
+        searched_at = _database_now()
         found = photos_near_selfie(engine=engine, selfie=selfie)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
@@ -203,15 +238,18 @@ def selfie_match(*, selfie_id: int) -> str:
         selfie_match_abandon(selfie_id=selfie_id, message=str(exc) if isinstance(exc, ImageProblem) else None)
         return "failed"
     with transaction.atomic():
-        updated = Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
-            match_state=Selfie.State.DONE, matched_at=timezone.now(), claimed_at=None
+        done = (
+            Selfie.objects.matching()
+            .filter(pk=selfie_id)
+            .update(match_state=Selfie.State.DONE, matched_at=timezone.now(), claimed_at=None)
         )
-        if not updated:
+        if not done:
             return "superseded"
-        # Matches a photo job added while we searched are kept (module docstring).
-        stale = Match.objects.filter(selfie_id=selfie_id, created_at__lt=searched_at)
-        stale.exclude(photo_id__in=found).delete()
-        _matches_upsert([Match(selfie_id=selfie_id, photo_id=photo_id, distance=d) for photo_id, d in found.items()])
+        _matches_replace(
+            previous=Match.objects.filter(selfie_id=selfie_id),
+            searched_at=searched_at,
+            matches=[Match(selfie_id=selfie_id, photo_id=photo_id, distance=d) for photo_id, d in found.items()],
+        )
     return "done"
 
 
@@ -220,7 +258,7 @@ def selfie_match_abandon(*, selfie_id: int, message: str | None = None) -> None:
 
     `message` is shown to the attendee; without one, a generic message (never internals).
     """
-    Selfie.objects.filter(pk=selfie_id, match_state=Selfie.State.MATCHING).update(
+    Selfie.objects.matching().filter(pk=selfie_id).update(
         match_state=Selfie.State.FAILED, match_error=message or SELFIE_FAILED_MESSAGE, claimed_at=None
     )
 
@@ -248,18 +286,11 @@ def selfies_near_photo(*, engine: FaceEngine, photo: Photo, tolerance: float | N
     if not isinstance(engine, HostedEngine):
         return index.selfies_near(photo=photo, engine=engine.name, tolerance=tolerance)
     enrolled = set(
-        Selfie.objects.filter(event_id=photo.event_id, engine=engine.name)
-        .exclude(external_id="")
-        .values_list("id", flat=True)
+        Selfie.objects.filter(event_id=photo.event_id).remote(engine=engine.name).values_list("id", flat=True)
     )
     if not enrolled:
         return {}  # nobody to find: no remote call, no cost
-    face_ids = list(
-        photo.faces.filter(engine=engine.name)
-        .exclude(external_id="")
-        .order_by("pk")
-        .values_list("external_id", flat=True)
-    )
+    face_ids = list(photo.faces.remote(engine=engine.name).order_by("pk").values_list("external_id", flat=True))
     found = engine.selfies_near_faces(event_id=photo.event_id, face_ids=face_ids, tolerance=tolerance)
     # A deleted selfie's face may linger in the collection until its forget job runs.
     return {selfie_id: d for selfie_id, d in found.items() if selfie_id in enrolled}
@@ -281,5 +312,5 @@ def photos_near_image(
 def _indexed_only(*, event_id: int, found: dict[int, float]) -> dict[int, float]:
     # Faces of photos deleted or being reindexed may still be in a hosted
     # collection; a Match row for them would break on its foreign key.
-    indexed = Photo.objects.filter(event_id=event_id, pk__in=found, index_state=Photo.State.INDEXED)
+    indexed = Photo.objects.filter(event_id=event_id, pk__in=found).indexed()
     return {pk: found[pk] for pk in indexed.values_list("pk", flat=True)}

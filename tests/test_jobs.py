@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from gallery import services
-from gallery.models import Face, Photo, Selfie
+from gallery.models import Face, Match, Photo, Selfie
 from matching import services as matching_services
 from matching.engines import get_engine
 from tests.conftest import jpeg_bytes, selfie_row
@@ -277,3 +277,50 @@ def test_a_photo_deleted_while_its_copies_are_made_leaves_no_files(pending_photo
     assert matching_services.photo_index(photo_id=pending_photo.pk) == "superseded"
     derived = [p for p in (settings.MEDIA_ROOT / "events").rglob("*") if "derived" in p.parts and p.is_file()]
     assert derived == []
+
+
+class WorkerClock:
+    """This worker's idea of the time (django.utils.timezone.now), off by `skew` from the database's."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.skew = timedelta(0)
+        real_now = timezone.now
+        monkeypatch.setattr(timezone, "now", lambda: real_now() + self.skew)
+
+
+def test_a_stale_match_goes_even_when_the_workers_clock_is_behind(event, monkeypatch):
+    from tests.conftest import upload
+
+    services.photo_import(event=event, name="blue.jpg", fileobj=io.BytesIO(jpeg_bytes((40, 40, 200))))
+    blue = Photo.objects.get()
+    assert matching_services.photo_index(photo_id=blue.pk) == "indexed"
+    selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
+    # Recorded ten minutes ago by an earlier search; the selfie (red) does not show in the blue photo.
+    Match.objects.create(selfie=selfie, photo=blue, distance=0.3)
+    Match.objects.update(created_at=timezone.now() - timedelta(minutes=10))
+
+    WorkerClock(monkeypatch).skew = timedelta(hours=-1)
+    assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
+
+    assert not selfie.matches.exists()
+
+
+def test_a_match_recorded_during_a_search_survives_a_worker_clock_ahead(event, pending_photo, monkeypatch):
+    from tests.conftest import upload
+
+    clock = WorkerClock(monkeypatch)
+    selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
+    search = matching_services.photos_near_selfie
+
+    def slow_search(**kwargs):
+        result = search(**kwargs)  # sees no indexed photo yet
+        # Meanwhile a worker whose clock is right indexes the photo and matches the selfie.
+        clock.skew = timedelta(0)
+        assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
+        clock.skew = timedelta(hours=1)
+        return result
+
+    monkeypatch.setattr(matching_services, "photos_near_selfie", slow_search)
+    clock.skew = timedelta(hours=1)  # the selfie's worker runs an hour ahead
+    assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
+    assert list(selfie.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]

@@ -63,12 +63,11 @@ class Command(BaseCommand):
                 "(`python manage.py qcluster`). Waiting anyway..."
             )
         photos = Photo.objects.filter(id__in=photo_ids)
-        done_states = [Photo.State.INDEXED, Photo.State.FAILED]
         done, last_progress = 0, time.monotonic()
         with tqdm(total=len(photo_ids), unit="photo", desc="Indexing", disable=None, file=self.stderr) as bar:
             while done < len(photo_ids):
                 time.sleep(0.5)
-                now_done = photos.filter(index_state__in=done_states).count()
+                now_done = photos.finished().count()
                 if now_done > done:
                     bar.update(now_done - done)
                     done, last_progress = now_done, time.monotonic()
@@ -80,7 +79,7 @@ class Command(BaseCommand):
                         f"No progress for {stall_timeout:.0f} s; {len(photo_ids) - done} photos not indexed yet.{hint} "
                         "They stay queued and are indexed once a cluster runs."
                     )
-        failed = photos.filter(index_state=Photo.State.FAILED)
+        failed = photos.failed()
         for photo in failed:
             self.stderr.write(f"  failed {photo.original_name}: {photo.index_error}")
         faces = sum(photos.values_list("face_count", flat=True))
