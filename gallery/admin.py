@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy as _
 
 from gallery import services
 from gallery.forms import PhotoUploadForm
@@ -135,7 +136,16 @@ class EventAdmin(admin.ModelAdmin):
 
 @admin.register(Photo)
 class PhotoAdmin(admin.ModelAdmin):
-    list_display = ["preview", "original_name", "event", "index_state", "face_count", "taken_at", "index_error"]
+    list_display = [
+        "preview",
+        "original_name",
+        "event",
+        "index_state",
+        "face_count",
+        "faces_left_out",
+        "taken_at",
+        "index_error",
+    ]
     list_filter = ["index_state", "event"]
     search_fields = ["original_name", "content_hash"]
     list_select_related = ["event"]
@@ -151,14 +161,21 @@ class PhotoAdmin(admin.ModelAdmin):
         "index_state",
         "index_error",
         "face_count",
+        "faces_left_out",
+        "left_out_reasons",
         "indexed_at",
         "created_at",
     ]
-    exclude = ["display", "thumbnail", "claimed_at"]
+    exclude = ["display", "thumbnail", "claimed_at", "faces_left_out_reasons"]
     actions = ["reindex"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # photos come in through the event's upload page or import_photos
+
+    @admin.display(description=_("Why faces were left out"))
+    def left_out_reasons(self, obj: Photo) -> str:
+        reasons = sorted(obj.faces_left_out_reasons.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{reason}: {count}" for reason, count in reasons) or "-"
 
     @admin.display(description="")
     def preview(self, obj: Photo) -> str:
@@ -195,8 +212,8 @@ class PhotoAdmin(admin.ModelAdmin):
 
 @admin.register(Selfie)
 class SelfieAdmin(admin.ModelAdmin):
-    list_display = ["id", "event", "match_state", "match_count", "consent_at", "matched_at"]
-    list_filter = ["match_state", "event"]
+    list_display = ["id", "event", "match_state", "match_count", "search_limit_reached", "consent_at", "matched_at"]
+    list_filter = ["match_state", "search_limit_reached", "event"]
     readonly_fields = [
         "event",
         "attendee",
@@ -204,6 +221,7 @@ class SelfieAdmin(admin.ModelAdmin):
         "match_state",
         "match_error",
         "engine",
+        "search_limit_reached",
         "matched_at",
         "created_at",
     ]

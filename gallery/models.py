@@ -122,6 +122,13 @@ class Photo(models.Model):
     index_error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     face_count = models.PositiveIntegerField(default=0)
+    # Faces the engine saw but did not keep (Rekognition: more than 100, too small, low quality).
+    faces_left_out = models.PositiveIntegerField(
+        default=0, help_text="Faces the face engine saw in this photo but left out: nobody can be found in them."
+    )
+    faces_left_out_reasons = models.JSONField(
+        default=dict, blank=True, help_text="Left-out faces by the engine's reason."
+    )
     indexed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -266,6 +273,11 @@ class Selfie(models.Model):
     embedding = models.BinaryField(blank=True, default=b"")
     engine = models.CharField(max_length=20, blank=True)
     external_id = models.CharField(max_length=64, blank=True)
+    # Rekognition's SearchFaces returns at most 4,096 faces and cannot page.
+    search_limit_reached = models.BooleanField(
+        default=False,
+        help_text="The face engine's search returned its maximum number of faces: weaker matches may be missing.",
+    )
     matched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -33,7 +33,7 @@ from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.models import Event, Face, Match, Photo, Selfie
 from matching import index
 from matching.engines import get_engine
-from matching.engines.base import EmbeddingEngine, FaceEngine, FoundFace, HostedEngine
+from matching.engines.base import EmbeddingEngine, FaceEngine, FaceGone, FoundFace, HostedEngine, PhotoFaces
 
 logger = logging.getLogger("trouvaille.matching")
 
@@ -65,13 +65,13 @@ def photo_index(*, photo_id: int) -> str:
             image = load_rgb(original)
         if not _photo_derivatives_make(photo=photo, image=image):
             return "superseded"  # deleted while we worked: no engine call, no files left
-        found = engine.index_photo(event_id=photo.event_id, photo_id=photo.pk, image=image)
+        result = engine.index_photo(event_id=photo.event_id, photo_id=photo.pk, image=image)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
         photo_index_abandon(photo_id=photo_id, reason=_explain(exc))
         return "failed"
-    if not _photo_faces_store(photo=photo, image=image, engine=engine.name, found=found):
+    if not _photo_faces_store(photo=photo, image=image, engine=engine.name, result=result):
         return "superseded"
     try:
         photo_match(photo=photo)
@@ -83,12 +83,13 @@ def photo_index(*, photo_id: int) -> str:
     return "indexed"
 
 
-def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, found: list[FoundFace]) -> bool:
-    """Record the photo as indexed with these faces in place of its old ones.
+def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result: PhotoFaces) -> bool:
+    """Record the photo as indexed with these faces in place of its old ones, and the faces left out.
 
     False when the photo was reset (reindex) or deleted while we worked: a newer
     job owns it, and faces a hosted engine kept in this run belong to no row.
     """
+    found = result.faces
     with transaction.atomic():
         indexed = (
             Photo.objects.processing()
@@ -96,6 +97,8 @@ def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, found: 
             .update(
                 index_state=Photo.State.INDEXED,
                 face_count=len(found),
+                faces_left_out=result.left_out_count,
+                faces_left_out_reasons=result.left_out,
                 width=image.width,
                 height=image.height,
                 indexed_at=timezone.now(),
@@ -210,27 +213,19 @@ def selfie_match(*, selfie_id: int) -> str:
     selfie = Selfie.objects.get(pk=selfie_id)
     engine = get_engine()
     try:
-        if selfie.engine != engine.name or not (selfie.embedding or selfie.external_id):
-            with selfie.image.open("rb") as stored:
-                image = load_rgb(stored)
-            face = engine.enroll_selfie(event_id=selfie.event_id, selfie_id=selfie.pk, image=image)
-            if face is None:
-                raise ImageProblem(NO_FACE_MESSAGE)
-            # Re-enrolled with another engine: the old remote face goes.
-            if selfie.external_id != face.external_id:
-                jobs.enqueue_forget(selfie.event_id, [(selfie.engine, selfie.external_id)])
-            selfie.embedding = face.embedding.tobytes() if face.embedding is not None else b""
-            selfie.external_id = face.external_id
-            selfie.engine = engine.name
-            # Committed before searching, so concurrent photo jobs can see it.
-            if not Selfie.objects.filter(pk=selfie_id).update(
-                embedding=selfie.embedding, external_id=selfie.external_id, engine=selfie.engine
-            ):
-                # Deleted while we enrolled it: its face must not outlive it.
-                jobs.enqueue_forget(selfie.event_id, [(engine.name, face.external_id)])
-                return "superseded"
+        enrolled = selfie.engine == engine.name and bool(selfie.embedding or selfie.external_id)
+        if not enrolled and not _selfie_enroll(engine=engine, selfie=selfie):
+            return "superseded"
         searched_at = _database_now()
-        found = photos_near_selfie(engine=engine, selfie=selfie)
+        try:
+            found = photos_near_selfie(engine=engine, selfie=selfie)
+        except FaceGone:
+            # The hosted engine lost the face (deleted outside our jobs): enroll
+            # the stored selfie again rather than failing it for good.
+            logger.warning("selfie %s: its remote face is gone, enrolling it again", selfie_id)
+            if not _selfie_enroll(engine=engine, selfie=selfie):
+                return "superseded"
+            found = photos_near_selfie(engine=engine, selfie=selfie)
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("matching selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
@@ -253,6 +248,29 @@ def selfie_match(*, selfie_id: int) -> str:
     return "done"
 
 
+def _selfie_enroll(*, engine: FaceEngine, selfie: Selfie) -> bool:
+    """Find the selfie's face and store it; False when the selfie was deleted meanwhile."""
+    with selfie.image.open("rb") as stored:
+        image = load_rgb(stored)
+    face = engine.enroll_selfie(event_id=selfie.event_id, selfie_id=selfie.pk, image=image)
+    if face is None:
+        raise ImageProblem(NO_FACE_MESSAGE)
+    # Re-enrolled with another engine (or its remote face was lost): the old remote face goes.
+    if selfie.external_id and selfie.external_id != face.external_id:
+        jobs.enqueue_forget(selfie.event_id, [(selfie.engine, selfie.external_id)])
+    selfie.embedding = face.embedding.tobytes() if face.embedding is not None else b""
+    selfie.external_id = face.external_id
+    selfie.engine = engine.name
+    # Committed before searching, so concurrent photo jobs can see it.
+    if not Selfie.objects.filter(pk=selfie.pk).update(
+        embedding=selfie.embedding, external_id=selfie.external_id, engine=selfie.engine
+    ):
+        # Deleted while we enrolled it: its face must not outlive it.
+        jobs.enqueue_forget(selfie.event_id, [(engine.name, face.external_id)])
+        return False
+    return True
+
+
 def selfie_match_abandon(*, selfie_id: int, message: str | None = None) -> None:
     """Record that this selfie's match job failed, or was stopped from outside (timeout).
 
@@ -273,11 +291,24 @@ def image_search(*, event: Event, image: Image.Image, tolerance: float | None = 
 # --- Searches: our rows give the engine its candidates and judge its answers ---
 
 
+def remote_person(*, attendee_id: int) -> str:
+    """The id a hosted engine groups an attendee's selfie faces under (a Rekognition UserId)."""
+    return f"attendee-{attendee_id}"
+
+
 def photos_near_selfie(*, engine: FaceEngine, selfie: Selfie, tolerance: float | None = None) -> dict[int, float]:
     """Photo id -> best distance, for the event's indexed photos showing the enrolled selfie's face."""
     if isinstance(engine, HostedEngine):
-        found = engine.photos_near_face(event_id=selfie.event_id, face_id=selfie.external_id, tolerance=tolerance)
-        return _indexed_only(event_id=selfie.event_id, found=found)
+        person_id = remote_person(attendee_id=selfie.attendee_id)
+        # Every run, not only at enrollment: selfies enrolled before people
+        # existed join theirs on `rematch` (a face already there is a no-op).
+        engine.person_add_face(event_id=selfie.event_id, person_id=person_id, face_id=selfie.external_id)
+        found = engine.photos_near_face(
+            event_id=selfie.event_id, face_id=selfie.external_id, person_id=person_id, tolerance=tolerance
+        )
+        if found.limit_reached != selfie.search_limit_reached:
+            Selfie.objects.filter(pk=selfie.pk).update(search_limit_reached=found.limit_reached)
+        return _indexed_only(event_id=selfie.event_id, found=found.distances)
     return index.photos_near(event_id=selfie.event_id, engine=engine.name, probe=selfie.vector(), tolerance=tolerance)
 
 
@@ -285,15 +316,17 @@ def selfies_near_photo(*, engine: FaceEngine, photo: Photo, tolerance: float | N
     """Selfie id -> best distance, for the event's enrolled selfies seen in this indexed photo."""
     if not isinstance(engine, HostedEngine):
         return index.selfies_near(photo=photo, engine=engine.name, tolerance=tolerance)
-    enrolled = set(
-        Selfie.objects.filter(event_id=photo.event_id).remote(engine=engine.name).values_list("id", flat=True)
-    )
-    if not enrolled:
+    # A photo face goes to one person; their match is recorded for each of their enrolled selfies.
+    people: dict[str, list[int]] = {}
+    enrolled = Selfie.objects.filter(event_id=photo.event_id).remote(engine=engine.name)
+    for selfie_id, attendee_id in enrolled.values_list("id", "attendee_id"):
+        people.setdefault(remote_person(attendee_id=attendee_id), []).append(selfie_id)
+    if not people:
         return {}  # nobody to find: no remote call, no cost
     face_ids = list(photo.faces.remote(engine=engine.name).order_by("pk").values_list("external_id", flat=True))
-    found = engine.selfies_near_faces(event_id=photo.event_id, face_ids=face_ids, tolerance=tolerance)
-    # A deleted selfie's face may linger in the collection until its forget job runs.
-    return {selfie_id: d for selfie_id, d in found.items() if selfie_id in enrolled}
+    found = engine.people_near_faces(event_id=photo.event_id, face_ids=face_ids, tolerance=tolerance)
+    # A deleted attendee's user may linger in the collection until its forget job runs.
+    return {selfie_id: d for person_id, d in found.items() for selfie_id in people.get(person_id, [])}
 
 
 def photos_near_image(

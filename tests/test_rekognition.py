@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -22,11 +23,14 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
 from PIL import Image
 
-from gallery.models import Event, Face, Match, Photo, Selfie
+from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from matching import engines, services
-from matching.engines.base import FoundFace
+from matching.engines.base import FoundFace, PhotoFaces
 from matching.engines.rekognition import (
     JPEG_QUALITY,
     MAX_IMAGE_BYTES,
@@ -44,6 +48,7 @@ FACE_B = "bbbbbbbb-0000-4000-8000-000000000002"
 SELFIE_FACE = "cccccccc-0000-4000-8000-000000000003"
 OTHER_FACE = "dddddddd-0000-4000-8000-000000000004"
 IMAGE_ID = "eeeeeeee-0000-4000-8000-000000000005"
+FACE_C = "ffffffff-0000-4000-8000-000000000006"
 
 
 # --- Fixtures and helpers -------------------------------------------------------------
@@ -90,6 +95,12 @@ def use_engine(aws, engine, monkeypatch) -> RekognitionEngine:
 
 
 @pytest.fixture
+def serial(aws) -> None:
+    """One call at a time, so stubbed answers are consumed in order (concurrency is tested with a fake client)."""
+    aws.AWS_CONCURRENT_REQUESTS = 1
+
+
+@pytest.fixture
 def event() -> Event:
     return Event.objects.create(name="Gala", slug="gala")
 
@@ -109,19 +120,53 @@ def make_photo(event: Event, name: str, *, state: str = Photo.State.PENDING, ima
     return photo
 
 
-def make_selfie(event: Event, *, external_id: str = "", engine: str = "", image: bytes | None = None) -> Selfie:
-    selfie = selfie_row(event, external_id=external_id, engine=engine)
+def make_selfie(
+    event: Event,
+    *,
+    external_id: str = "",
+    engine: str = "",
+    image: bytes | None = None,
+    attendee: Attendee | None = None,
+) -> Selfie:
+    if attendee is None:
+        selfie = selfie_row(event, external_id=external_id, engine=engine)
+    else:
+        selfie = Selfie.objects.create(
+            event=event, attendee=attendee, consent_at=timezone.now(), external_id=external_id, engine=engine
+        )
     if image is not None:
         selfie.image.save("selfie.jpg", ContentFile(image))
     return selfie
+
+
+def user(selfie: Selfie) -> str:
+    """The Rekognition UserId of the selfie's attendee."""
+    return f"attendee-{selfie.attendee_id}"
+
+
+class PhotoRun:
+    """Equal to a photo's per-run ExternalImageId, "<photo id>:<12 hex digits>"."""
+
+    def __init__(self, photo_id: int) -> None:
+        self.pattern = re.compile(rf"{photo_id}:[0-9a-f]{{12}}")
+        self.seen: list[str] = []
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str) and self.pattern.fullmatch(other):
+            self.seen.append(other)
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"<PhotoRun {self.pattern.pattern}>"
 
 
 def box(left: float, top: float, width: float, height: float) -> dict:
     return {"Left": left, "Top": top, "Width": width, "Height": height}
 
 
-def indexed(*faces: tuple[str, str, dict]) -> dict:
-    """An IndexFaces response: (FaceId, ExternalImageId, BoundingBox) per face."""
+def indexed(*faces: tuple[str, str, dict], unindexed: tuple[list[str], ...] = ()) -> dict:
+    """An IndexFaces response: (FaceId, ExternalImageId, BoundingBox) per face, and left-out faces' reasons."""
     return {
         "FaceRecords": [
             {
@@ -137,25 +182,34 @@ def indexed(*faces: tuple[str, str, dict]) -> dict:
             for face_id, external, bounding in faces
         ],
         "FaceModelVersion": "7.0",
-        "UnindexedFaces": [],
+        "UnindexedFaces": [
+            {"Reasons": reasons, "FaceDetail": {"BoundingBox": box(0.9, 0.9, 0.01, 0.01), "Confidence": 80.0}}
+            for reasons in unindexed
+        ],
     }
 
 
-def found(searched: str | None, *matches: tuple[str, float]) -> dict:
-    """A SearchFaces(ByImage) response: (ExternalImageId, Similarity) per matched face."""
+def match_face_id(n: int) -> str:
+    """The FaceId `found` gives its n-th match."""
+    return f"{n:08x}-1111-4000-8000-000000000000"
+
+
+def found(searched: str | None, *matches: tuple[str, float] | tuple[str, float, str]) -> dict:
+    """A SearchFaces(ByImage) response: (ExternalImageId, Similarity[, UserId]) per matched face."""
     response: dict = {
         "FaceMatches": [
             {
-                "Similarity": similarity,
+                "Similarity": match[1],
                 "Face": {
-                    "FaceId": f"{n:08x}-1111-4000-8000-000000000000",
+                    "FaceId": match_face_id(n),
                     "BoundingBox": box(0.1, 0.1, 0.2, 0.2),
                     "ImageId": IMAGE_ID,
-                    "ExternalImageId": external,
+                    "ExternalImageId": match[0],
                     "Confidence": 99.0,
+                    **({"UserId": match[2]} if len(match) > 2 else {}),
                 },
             }
-            for n, (external, similarity) in enumerate(matches)
+            for n, match in enumerate(matches)
         ],
         "FaceModelVersion": "7.0",
     }
@@ -164,7 +218,7 @@ def found(searched: str | None, *matches: tuple[str, float]) -> dict:
     return response
 
 
-def index_params(event: Event, external: str, max_faces: int = 100) -> dict:
+def index_params(event: Event, external: str | PhotoRun, max_faces: int = 100) -> dict:
     return {
         "CollectionId": f"test-event-{event.pk}",
         "Image": {"Bytes": ANY},
@@ -184,6 +238,32 @@ def search_params(event: Event, face_id: str, threshold: float = 90.0) -> dict:
     }
 
 
+def users_found(*matches: tuple[str, float]) -> dict:
+    """A SearchUsers response: (UserId, Similarity) per user, best first."""
+    return {
+        "UserMatches": [{"Similarity": sim, "User": {"UserId": uid, "UserStatus": "ACTIVE"}} for uid, sim in matches],
+        "FaceModelVersion": "7.0",
+    }
+
+
+def search_users_params(event: Event, face_id: str, threshold: float = 90.0) -> dict:
+    return {"CollectionId": f"test-event-{event.pk}", "FaceId": face_id, "UserMatchThreshold": threshold, "MaxUsers": 1}
+
+
+def associate_params(event: Event, user_id: str, face_id: str) -> dict:
+    return {"CollectionId": f"test-event-{event.pk}", "UserId": user_id, "FaceIds": [face_id]}
+
+
+def associated(face_id: str, *, not_found: bool = False) -> dict:
+    if not_found:
+        return {
+            "AssociatedFaces": [],
+            "UnsuccessfulFaceAssociations": [{"FaceId": face_id, "Reasons": ["FACE_NOT_FOUND"]}],
+            "UserStatus": "ACTIVE",
+        }
+    return {"AssociatedFaces": [{"FaceId": face_id}], "UnsuccessfulFaceAssociations": [], "UserStatus": "UPDATING"}
+
+
 # --- Indexing photos ------------------------------------------------------------------
 
 
@@ -195,9 +275,9 @@ def test_index_photo_returns_faces_with_boxes_in_pixels(engine, stubber, event):
         # Partly outside the picture: Rekognition's box spills over the edges.
         (FACE_B, str(photo.pk), box(-0.05, 0.9, 0.2, 0.2)),
     )
-    stubber.add_response("index_faces", response, index_params(event, str(photo.pk)))
+    stubber.add_response("index_faces", response, index_params(event, PhotoRun(photo.pk)))
 
-    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
+    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image).faces
 
     assert faces == [
         FoundFace(left=100, top=160, width=300, height=200, external_id=FACE_A),
@@ -206,21 +286,84 @@ def test_index_photo_returns_faces_with_boxes_in_pixels(engine, stubber, event):
     assert all(face.embedding is None for face in faces)
 
 
-def test_photo_without_faces_gives_no_faces(engine, stubber, event):
-    photo = make_photo(event, "empty.jpg")
+def test_photo_without_kept_faces_reports_the_faces_left_out(engine, stubber, event):
+    photo = make_photo(event, "blurry.jpg")
     stubber.add_response(
         "index_faces",
-        {"FaceRecords": [], "FaceModelVersion": "7.0", "UnindexedFaces": [{"Reasons": ["LOW_SHARPNESS"]}]},
-        index_params(event, str(photo.pk)),
+        indexed(unindexed=(["LOW_SHARPNESS"], ["LOW_SHARPNESS", "SMALL_BOUNDING_BOX"])),
+        index_params(event, PhotoRun(photo.pk)),
     )
 
-    assert engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (640, 480))) == []
+    result = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (640, 480)))
+
+    assert result == PhotoFaces(faces=[], left_out_count=2, left_out={"LOW_SHARPNESS": 2, "SMALL_BOUNDING_BOX": 1})
+
+
+def test_faces_beyond_the_100_largest_are_recorded_on_the_photo_and_shown_in_the_admin(
+    use_engine, stubber, event, admin_client
+):
+    """IndexFaces keeps the 100 largest faces; the others come back in UnindexedFaces, counted on the photo."""
+    photo = make_photo(event, "stadium.jpg", image=jpeg((1000, 800)))
+    kept = [
+        (f"{n:08x}-2222-4000-8000-000000000000", str(photo.pk), box(0.01 * (n % 90), 0.5, 0.01, 0.01))
+        for n in range(100)
+    ]
+    left_out = (["EXCEEDS_MAX_FACES"],) * 7 + (["EXCEEDS_MAX_FACES", "LOW_SHARPNESS"],) * 2
+    stubber.add_response("index_faces", indexed(*kept, unindexed=left_out), index_params(event, PhotoRun(photo.pk)))
+
+    assert services.photo_index(photo_id=photo.pk) == "indexed"  # nobody enrolled: no search
+
+    photo.refresh_from_db()
+    assert (photo.face_count, photo.faces_left_out) == (100, 9)
+    assert photo.faces_left_out_reasons == {"EXCEEDS_MAX_FACES": 9, "LOW_SHARPNESS": 2}
+    page = admin_client.get(reverse("admin:gallery_photo_change", args=[photo.pk])).content.decode()
+    assert "EXCEEDS_MAX_FACES: 9, LOW_SHARPNESS: 2" in page
+    listing = admin_client.get(reverse("admin:gallery_photo_changelist")).content.decode()
+    assert '<td class="field-faces_left_out">9</td>' in listing
+
+
+def test_each_indexing_run_keeps_faces_of_its_own(engine, stubber, event):
+    """IndexFaces returns the FaceIds it already has for the same image and ExternalImageId: runs must differ."""
+    photo = make_photo(event, "twice.jpg")
+    run = PhotoRun(photo.pk)
+    for face_id in (FACE_A, FACE_B):
+        stubber.add_response("index_faces", indexed((face_id, "x", box(0, 0, 0.5, 0.5))), index_params(event, run))
+    image = Image.new("RGB", (200, 100))
+
+    engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
+    engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
+
+    assert len(run.seen) == 2 and run.seen[0] != run.seen[1]
+
+
+def test_a_superseded_indexing_run_forgets_only_its_own_faces(use_engine, stubber, event, monkeypatch):
+    """A reindex races a stale job: the run that loses must not delete the faces the winner's rows point to."""
+    photo = make_photo(event, "raced.jpg", image=jpeg((800, 600)))
+    forgotten: list[tuple[int, list]] = []
+    monkeypatch.setattr(
+        services.jobs, "enqueue_forget", lambda event_id, faces: forgotten.append((event_id, list(faces)))
+    )
+
+    def the_other_run_wins(**kwargs: object) -> None:
+        # While this run waits for AWS, the other one commits its faces (its own run id gave it FACE_B).
+        Photo.objects.filter(pk=photo.pk).update(index_state=Photo.State.INDEXED)
+        Face.objects.create(photo=photo, left=0, top=0, width=9, height=9, engine="rekognition", external_id=FACE_B)
+
+    use_engine.client.meta.events.register("before-parameter-build.rekognition.IndexFaces", the_other_run_wins)
+    stubber.add_response(
+        "index_faces", indexed((FACE_A, "x", box(0, 0, 0.5, 0.5))), index_params(event, PhotoRun(photo.pk))
+    )
+
+    assert services.photo_index(photo_id=photo.pk) == "superseded"
+
+    assert forgotten == [(event.pk, [("rekognition", FACE_A)])]
+    assert list(photo.faces.values_list("external_id", flat=True)) == [FACE_B]
 
 
 @pytest.mark.parametrize("create_error", [None, "ResourceAlreadyExistsException"])
 def test_collection_is_created_on_the_events_first_face(engine, stubber, event, create_error):
     photo = make_photo(event, "first.jpg")
-    params = index_params(event, str(photo.pk))
+    params = index_params(event, PhotoRun(photo.pk))
     stubber.add_client_error("index_faces", "ResourceNotFoundException", "no such collection", expected_params=params)
     if create_error:  # another worker created it in between: fine
         stubber.add_client_error(
@@ -234,15 +377,17 @@ def test_collection_is_created_on_the_events_first_face(engine, stubber, event, 
         )
     stubber.add_response("index_faces", indexed((FACE_A, str(photo.pk), box(0, 0, 0.5, 0.5))), params)
 
-    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (200, 100)))
+    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (200, 100))).faces
 
     assert faces == [FoundFace(left=0, top=0, width=100, height=50, external_id=FACE_A)]
+    first, retry = params["ExternalImageId"].seen
+    assert first == retry  # one run: the retry after creating the collection is the same run
 
 
 def test_throttling_is_not_retried_by_the_engine_itself(engine, stubber, event):
     """Stubbed errors skip botocore's retry handler: the engine must neither hide nor loop on them."""
     photo = make_photo(event, "busy.jpg")
-    params = index_params(event, str(photo.pk))
+    params = index_params(event, PhotoRun(photo.pk))
     stubber.add_client_error("index_faces", "ThrottlingException", "Rate exceeded", expected_params=params)
     stubber.add_response("index_faces", indexed((FACE_A, str(photo.pk), box(0.5, 0.5, 0.1, 0.1))), params)
     image = Image.new("RGB", (100, 100))
@@ -251,9 +396,9 @@ def test_throttling_is_not_retried_by_the_engine_itself(engine, stubber, event):
         engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
     assert raised.value.response["Error"]["Code"] == "ThrottlingException"
     # The next call (a retry of the job) goes through.
-    assert [face.external_id for face in engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)] == [
-        FACE_A
-    ]
+    assert [
+        face.external_id for face in engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image).faces
+    ] == [FACE_A]
 
 
 class _Body:
@@ -285,7 +430,7 @@ def test_botocore_retries_throttling_with_the_engines_client_config(aws, event, 
     backoffs: list[float] = []
     monkeypatch.setattr(botocore.endpoint.time, "sleep", backoffs.append)
 
-    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (400, 400)))
+    faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=Image.new("RGB", (400, 400))).faces
 
     assert faces == [FoundFace(left=100, top=100, width=200, height=200, external_id=FACE_A)]
     assert sent == ["RekognitionService.IndexFaces"] * 3
@@ -347,7 +492,7 @@ def test_access_denied_fails_the_photo_with_a_clear_message(use_engine, stubber,
         "index_faces",
         "AccessDeniedException",
         "User: arn:aws:iam::123456789012:user/trouvaille is not authorized to perform: rekognition:IndexFaces",
-        expected_params=index_params(event, str(photo.pk)),
+        expected_params=index_params(event, PhotoRun(photo.pk)),
     )
 
     assert services.photo_index(photo_id=photo.pk) == "failed"
@@ -408,8 +553,8 @@ def test_photo_over_the_byte_limit_is_shrunk_to_fit(aws, event):
     )
     with Stubber(engine.client) as stubber:
         response = indexed((FACE_A, str(photo.pk), box(0.5, 0.25, 0.25, 0.5)))
-        stubber.add_response("index_faces", response, index_params(event, str(photo.pk)))
-        faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image)
+        stubber.add_response("index_faces", response, index_params(event, PhotoRun(photo.pk)))
+        faces = engine.index_photo(event_id=event.pk, photo_id=photo.pk, image=image).faces
 
     assert len(sent) == 1
     assert len(sent[0]) <= MAX_IMAGE_BYTES
@@ -420,10 +565,10 @@ def test_photo_over_the_byte_limit_is_shrunk_to_fit(aws, event):
     assert faces == [FoundFace(left=1600, top=600, width=800, height=1200, external_id=FACE_A)]
 
 
-# --- Selfies and matching -------------------------------------------------------------
+# --- Selfies, users and matching --------------------------------------------------------
 
 
-def test_selfie_is_enrolled_then_matched_to_indexed_photos(use_engine, stubber, event):
+def test_selfie_is_enrolled_joins_a_new_user_and_is_matched_to_indexed_photos(use_engine, stubber, event):
     best = make_photo(event, "best.jpg", state=Photo.State.INDEXED)
     other = make_photo(event, "other.jpg", state=Photo.State.INDEXED)
     pending = make_photo(event, "pending.jpg", state=Photo.State.PROCESSING)
@@ -433,25 +578,68 @@ def test_selfie_is_enrolled_then_matched_to_indexed_photos(use_engine, stubber, 
         indexed((SELFIE_FACE, f"selfie-{selfie.pk}", box(0.2, 0.2, 0.5, 0.5))),
         index_params(event, f"selfie-{selfie.pk}", max_faces=1),
     )
+    # The attendee's first selfie: no user yet, so it is created, then the face joins it.
+    stubber.add_client_error(
+        "associate_faces",
+        "ResourceNotFoundException",
+        "user not found",
+        expected_params=associate_params(event, user(selfie), SELFIE_FACE),
+    )
+    stubber.add_response("create_user", {}, {"CollectionId": f"test-event-{event.pk}", "UserId": user(selfie)})
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
     stubber.add_response(
         "search_faces",
         found(
             SELFIE_FACE,
-            (str(best.pk), 99.5),
-            (str(best.pk), 97.0),  # the same person twice in one photo: the better face counts
-            (str(other.pk), 92.0),
-            ("selfie-999", 99.9),  # another attendee's selfie, not a photo
-            (str(pending.pk), 98.0),  # being reindexed: its faces are not final yet
-            ("424242", 98.0),  # a deleted photo whose faces were not forgotten yet
+            (f"{best.pk}:0123456789ab", 99.5),
+            (f"{best.pk}:0123456789ab", 97.0),  # the same person twice in one photo: the better face counts
+            (str(other.pk), 92.0),  # indexed before runs had ids of their own
+            (f"selfie-{selfie.pk}", 99.9, user(selfie)),  # their own selfie face
+            (f"{pending.pk}:0123456789ab", 98.0),  # being reindexed: its faces are not final yet
+            ("424242:0123456789ab", 98.0),  # a deleted photo whose faces were not forgotten yet
         ),
         search_params(event, SELFIE_FACE),
     )
 
     assert services.selfie_match(selfie_id=selfie.pk) == "done"
 
+    stubber.assert_no_pending_responses()
     selfie.refresh_from_db()
     assert (selfie.engine, selfie.external_id, selfie.match_state) == ("rekognition", SELFIE_FACE, Selfie.State.DONE)
     assert dict(selfie.matches.values_list("photo_id", "distance")) == {best.pk: 0.005, other.pk: 0.08}
+    assert not selfie.search_limit_reached
+
+
+def test_a_second_selfie_joins_the_attendees_existing_user(use_engine, stubber, event):
+    first = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    second = make_selfie(event, image=jpeg((300, 400)), attendee=first.attendee)
+    stubber.add_response(
+        "index_faces",
+        indexed((OTHER_FACE, f"selfie-{second.pk}", box(0.2, 0.2, 0.5, 0.5))),
+        index_params(event, f"selfie-{second.pk}", max_faces=1),
+    )
+    stubber.add_response("associate_faces", associated(OTHER_FACE), associate_params(event, user(first), OTHER_FACE))
+    stubber.add_response("search_faces", found(OTHER_FACE), search_params(event, OTHER_FACE))
+
+    assert services.selfie_match(selfie_id=second.pk) == "done"
+    stubber.assert_no_pending_responses()  # no CreateUser: the user exists
+
+
+def test_concurrent_first_selfies_of_one_attendee_share_the_user(engine, stubber, event):
+    """The other selfie's job created the user between our AssociateFaces and CreateUser: ConflictException."""
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    params = associate_params(event, user(selfie), SELFIE_FACE)
+    stubber.add_client_error("associate_faces", "ResourceNotFoundException", "no user", expected_params=params)
+    stubber.add_client_error(
+        "create_user",
+        "ConflictException",
+        "exists",
+        expected_params={"CollectionId": f"test-event-{event.pk}", "UserId": user(selfie)},
+    )
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), params)
+
+    engine.person_add_face(event_id=event.pk, person_id=user(selfie), face_id=SELFIE_FACE)
+    stubber.assert_no_pending_responses()
 
 
 def test_selfie_without_a_face_fails_with_the_no_face_message(use_engine, stubber, event):
@@ -473,43 +661,183 @@ def test_selfie_without_a_face_fails_with_the_no_face_message(use_engine, stubbe
 def test_tolerance_sets_the_similarity_threshold(engine, stubber, event):
     photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
     selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
-    stubber.add_response(
-        "search_faces", found(SELFIE_FACE, (str(photo.pk), 80.0)), search_params(event, SELFIE_FACE, 75.0)
-    )
-    stubber.add_response("search_faces", found(SELFIE_FACE), search_params(event, SELFIE_FACE, 0.0))
+    for threshold, matches in ((75.0, ((str(photo.pk), 80.0),)), (0.0, ())):
+        stubber.add_response(
+            "associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE)
+        )
+        stubber.add_response("search_faces", found(SELFIE_FACE, *matches), search_params(event, SELFIE_FACE, threshold))
 
     assert services.photos_near_selfie(engine=engine, selfie=selfie, tolerance=0.25) == {photo.pk: 0.2}
     assert services.photos_near_selfie(engine=engine, selfie=selfie, tolerance=1.5) == {}  # clamped to 0..100
+    stubber.assert_no_pending_responses()
 
 
-def test_new_photo_is_matched_to_the_events_enrolled_selfies(use_engine, stubber, event):
-    enrolled = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+def test_search_limit_of_4096_faces_is_logged_and_shown_in_the_admin(use_engine, stubber, event, caplog, admin_client):
+    """SearchFaces returns at most 4,096 faces and cannot page: reaching it must not go unnoticed."""
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    Selfie.objects.filter(pk=selfie.pk).update(match_state=Selfie.State.PENDING)
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
+    full = found(SELFIE_FACE, *[(f"{photo.pk}:0123456789ab", 99.0 - n / 1000) for n in range(4096)])
+    stubber.add_response("search_faces", full, search_params(event, SELFIE_FACE))
+
+    with caplog.at_level("WARNING", logger="trouvaille.matching"):
+        assert services.selfie_match(selfie_id=selfie.pk) == "done"
+
+    selfie.refresh_from_db()
+    assert selfie.search_limit_reached
+    assert "returned its maximum of 4096 faces" in caplog.text
+    assert dict(selfie.matches.values_list("photo_id", "distance")) == {photo.pk: 0.01}
+    listing = admin_client.get(reverse("admin:gallery_selfie_changelist") + "?search_limit_reached__exact=1")
+    assert f"/admin/gallery/selfie/{selfie.pk}/change/" in listing.content.decode()
+
+
+def test_a_photo_face_a_lookalike_resembles_more_is_not_given_to_the_selfie(engine, stubber, event, serial):
+    """One person per face: with a lookalike enrolled, each photo face found is confirmed with SearchUsers."""
+    mine = make_photo(event, "mine.jpg", state=Photo.State.INDEXED)
+    theirs = make_photo(event, "theirs.jpg", state=Photo.State.INDEXED)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
+    stubber.add_response(
+        "search_faces",
+        found(
+            SELFIE_FACE,
+            (f"{mine.pk}:0123456789ab", 97.0),
+            (f"{theirs.pk}:0123456789ab", 93.0),
+            ("selfie-77", 91.0, "attendee-77"),  # another attendee's selfie: a lookalike
+        ),
+        search_params(event, SELFIE_FACE),
+    )
+    stubber.add_response(
+        "search_users", users_found((user(selfie), 97.0)), search_users_params(event, match_face_id(0))
+    )
+    stubber.add_response(
+        "search_users", users_found(("attendee-77", 98.5)), search_users_params(event, match_face_id(1))
+    )
+
+    assert services.photos_near_selfie(engine=engine, selfie=selfie) == {mine.pk: 0.03}
+    stubber.assert_no_pending_responses()
+
+
+def test_without_a_lookalike_no_confirmation_is_made(engine, stubber, event):
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
+    stubber.add_response(
+        "search_faces",
+        found(SELFIE_FACE, (f"{photo.pk}:0123456789ab", 95.0), ("selfie-1", 92.0)),  # a selfie face in no user
+        search_params(event, SELFIE_FACE),
+    )
+
+    # No SearchUsers stubbed: a confirmation would raise UnStubbedResponseError.
+    assert services.photos_near_selfie(engine=engine, selfie=selfie) == {photo.pk: 0.05}
+
+
+@pytest.mark.parametrize("lost_at", ["associate", "search", "collection"])
+def test_a_selfie_whose_remote_face_is_gone_is_enrolled_again(use_engine, stubber, event, lost_at):
+    """Deleted outside our jobs, the face no longer exists: the stored selfie is enrolled again, not failed."""
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition", image=jpeg((300, 400)))
+    Selfie.objects.filter(pk=selfie.pk).update(match_state=Selfie.State.PENDING)
+    collection = {"CollectionId": f"test-event-{event.pk}"}
+    if lost_at == "associate":
+        stubber.add_response(
+            "associate_faces",
+            associated(SELFIE_FACE, not_found=True),
+            associate_params(event, user(selfie), SELFIE_FACE),
+        )
+    else:
+        stubber.add_response(
+            "associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE)
+        )
+        code = "InvalidParameterException" if lost_at == "search" else "ResourceNotFoundException"
+        stubber.add_client_error(
+            "search_faces", code, "face or collection gone", expected_params=search_params(event, SELFIE_FACE)
+        )
+    enroll = index_params(event, f"selfie-{selfie.pk}", max_faces=1)
+    if lost_at == "collection":  # the collection went with the face, and the user with it
+        stubber.add_client_error("index_faces", "ResourceNotFoundException", "no collection", expected_params=enroll)
+        stubber.add_response("create_collection", {"StatusCode": 200}, collection)
+    stubber.add_response("index_faces", indexed((OTHER_FACE, f"selfie-{selfie.pk}", box(0.2, 0.2, 0.5, 0.5))), enroll)
+    if lost_at == "collection":
+        stubber.add_client_error(
+            "associate_faces",
+            "ResourceNotFoundException",
+            "no user",
+            expected_params=associate_params(event, user(selfie), OTHER_FACE),
+        )
+        stubber.add_response("create_user", {}, {**collection, "UserId": user(selfie)})
+    stubber.add_response("associate_faces", associated(OTHER_FACE), associate_params(event, user(selfie), OTHER_FACE))
+    stubber.add_response(
+        "search_faces", found(OTHER_FACE, (f"{photo.pk}:0123456789ab", 96.0)), search_params(event, OTHER_FACE)
+    )
+
+    assert services.selfie_match(selfie_id=selfie.pk) == "done"
+
+    stubber.assert_no_pending_responses()
+    selfie.refresh_from_db()
+    assert (selfie.external_id, selfie.match_state) == (OTHER_FACE, Selfie.State.DONE)
+    assert dict(selfie.matches.values_list("photo_id", "distance")) == {photo.pk: 0.04}
+
+
+def test_rematch_re_enrolls_a_selfie_whose_remote_face_is_gone(use_engine, stubber, event, run_jobs):
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition", image=jpeg((300, 400)))
+    Selfie.objects.filter(pk=selfie.pk).update(match_state=Selfie.State.DONE)
+    stubber.add_response(
+        "associate_faces", associated(SELFIE_FACE, not_found=True), associate_params(event, user(selfie), SELFIE_FACE)
+    )
+    stubber.add_response(
+        "index_faces",
+        indexed((OTHER_FACE, f"selfie-{selfie.pk}", box(0.2, 0.2, 0.5, 0.5))),
+        index_params(event, f"selfie-{selfie.pk}", max_faces=1),
+    )
+    stubber.add_response("associate_faces", associated(OTHER_FACE), associate_params(event, user(selfie), OTHER_FACE))
+    stubber.add_response("search_faces", found(OTHER_FACE), search_params(event, OTHER_FACE))
+    # The lost face is forgotten too; AWS no longer has it, which is fine.
+    stubber.add_response(
+        "delete_faces",
+        {"UnsuccessfulFaceDeletions": [{"FaceId": SELFIE_FACE, "Reasons": ["FACE_NOT_FOUND"]}]},
+        {"CollectionId": f"test-event-{event.pk}", "FaceIds": [SELFIE_FACE]},
+    )
+
+    with run_jobs():
+        call_command("rematch", event.slug, stdout=io.StringIO())
+
+    stubber.assert_no_pending_responses()
+    selfie.refresh_from_db()
+    assert (selfie.external_id, selfie.match_state) == (OTHER_FACE, Selfie.State.DONE)
+
+
+def test_each_photo_face_goes_to_the_one_best_user(use_engine, stubber, event, serial):
+    """SearchUsers per face, MaxUsers=1: a face is given to one attendee, recorded for each of their selfies."""
+    ana = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    ana_again = make_selfie(event, external_id=OTHER_FACE, engine="rekognition", attendee=ana.attendee)
+    bob = make_selfie(event, external_id=FACE_C, engine="rekognition")
     make_selfie(event, engine="dlib")  # enrolled with another engine: not searched for
-    gone = make_selfie(event, external_id=OTHER_FACE, engine="rekognition")
-    gone_id = gone.pk
-    Selfie.objects.filter(pk=gone_id).delete()  # its face may still sit in the collection
     photo = make_photo(event, "crowd.jpg", image=jpeg((800, 600)))
     stubber.add_response(
         "index_faces",
         indexed((FACE_A, str(photo.pk), box(0.1, 0.1, 0.2, 0.2)), (FACE_B, str(photo.pk), box(0.6, 0.1, 0.2, 0.2))),
-        index_params(event, str(photo.pk)),
+        index_params(event, PhotoRun(photo.pk)),
     )
-    stubber.add_response(
-        "search_faces",
-        found(FACE_A, (f"selfie-{enrolled.pk}", 95.0), ("77", 99.0), (f"selfie-{gone_id}", 99.0)),
-        search_params(event, FACE_A),
-    )
-    stubber.add_response("search_faces", found(FACE_B), search_params(event, FACE_B))
+    # Ana is the best user for face A (MaxUsers=1: Bob, second best, is not even returned).
+    stubber.add_response("search_users", users_found((user(ana), 95.0)), search_users_params(event, FACE_A))
+    # A deleted attendee's user, still in the collection until its faces are forgotten.
+    stubber.add_response("search_users", users_found(("attendee-424242", 99.0)), search_users_params(event, FACE_B))
 
     assert services.photo_index(photo_id=photo.pk) == "indexed"
 
     photo.refresh_from_db()
-    assert (photo.index_state, photo.face_count) == (Photo.State.INDEXED, 2)
+    assert (photo.index_state, photo.face_count, photo.faces_left_out) == (Photo.State.INDEXED, 2, 0)
     assert sorted(Face.objects.filter(photo=photo).values_list("external_id", "engine", "left")) == [
         (FACE_A, "rekognition", 80),
         (FACE_B, "rekognition", 480),
     ]
-    assert list(Match.objects.values_list("selfie_id", "photo_id", "distance")) == [(enrolled.pk, photo.pk, 0.05)]
+    assert sorted(Match.objects.values_list("selfie_id", "photo_id", "distance")) == [
+        (ana.pk, photo.pk, 0.05),
+        (ana_again.pk, photo.pk, 0.05),
+    ]
+    assert bob.matches.count() == 0
 
 
 def test_match_photo_makes_no_call_when_nobody_is_enrolled(engine, stubber, event):
@@ -607,6 +935,87 @@ def test_forget_faces_deletes_in_chunks_of_4096(engine, stubber):
 
     # Nothing to do: any AWS call would raise UnStubbedResponseError.
     engine.forget_faces(event_id=9, external_ids=[])
+
+
+def test_forget_faces_takes_selfie_faces_out_of_their_user_first(engine, stubber):
+    """DeleteFaces refuses a face that belongs to a user (ASSOCIATED_TO_AN_EXISTING_USER)."""
+    collection = {"CollectionId": "test-event-7"}
+    stubber.add_response(
+        "delete_faces",
+        {
+            "DeletedFaces": [FACE_A],
+            "UnsuccessfulFaceDeletions": [
+                {"FaceId": SELFIE_FACE, "UserId": "attendee-3", "Reasons": ["ASSOCIATED_TO_AN_EXISTING_USER"]},
+                {"FaceId": OTHER_FACE, "Reasons": ["FACE_NOT_FOUND"]},  # already gone: nothing to do
+            ],
+        },
+        {**collection, "FaceIds": [FACE_A, SELFIE_FACE, OTHER_FACE]},
+    )
+    stubber.add_response(
+        "disassociate_faces",
+        {"DisassociatedFaces": [{"FaceId": SELFIE_FACE}], "UserStatus": "UPDATING"},
+        {**collection, "UserId": "attendee-3", "FaceIds": [SELFIE_FACE]},
+    )
+    stubber.add_response("delete_faces", {"DeletedFaces": [SELFIE_FACE]}, {**collection, "FaceIds": [SELFIE_FACE]})
+
+    engine.forget_faces(event_id=7, external_ids=[FACE_A, SELFIE_FACE, OTHER_FACE])
+
+    stubber.assert_no_pending_responses()
+
+
+class PeopleClient:
+    """A stand-in client answering SearchUsers by FaceId, slowly, counting calls in flight."""
+
+    def __init__(self, answers: dict[str, tuple[str, float] | None], delay: float = 0.02) -> None:
+        self.answers, self.delay = answers, delay
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+
+    def search_users(self, **params: object) -> dict:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.delay)
+        with self.lock:
+            self.active -= 1
+        answer = self.answers[str(params["FaceId"])]
+        return users_found(answer) if answer else users_found()
+
+
+def test_a_photos_face_searches_run_concurrently_within_the_limit(aws):
+    aws.AWS_CONCURRENT_REQUESTS = 3
+    face_ids = [f"{n:08x}-3333-4000-8000-000000000000" for n in range(12)]
+    answers = {face_id: (f"attendee-{n % 4}", 88.0 + n) if n % 4 else None for n, face_id in enumerate(face_ids)}
+    client = PeopleClient(answers)
+
+    found_people = RekognitionEngine(client=client).people_near_faces(event_id=1, face_ids=face_ids)
+
+    assert client.peak == 3  # concurrent, and never more than AWS_CONCURRENT_REQUESTS
+    # Each face's answer is its own (faces 0, 4 and 8 match nobody); the best distance per person.
+    assert found_people == {"attendee-1": 0.03, "attendee-2": 0.02, "attendee-3": 0.01}
+
+
+def test_searches_past_half_of_q_timeout_stop_and_the_photo_stays_indexed(use_engine, event, settings, caplog):
+    """100 searches under throttling could outlast Q_TIMEOUT; the job stops first and says how to finish."""
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 0.2}  # a budget of 0.1 s
+    settings.AWS_CONCURRENT_REQUESTS = 1
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    photo = make_photo(event, "crowd.jpg", image=jpeg((800, 600)))
+    face_ids = [f"{n:08x}-4444-4000-8000-000000000000" for n in range(20)]
+    client = PeopleClient(dict.fromkeys(face_ids, (user(selfie), 95.0)), delay=0.03)
+    client.index_faces = lambda **params: indexed(
+        *[(f, "x", box(0.04 * n, 0.1, 0.03, 0.03)) for n, f in enumerate(face_ids)]
+    )
+    use_engine._client = client
+
+    with caplog.at_level("ERROR", logger="trouvaille.matching"):
+        assert services.photo_index(photo_id=photo.pk) == "indexed-unmatched"
+
+    photo.refresh_from_db()
+    assert (photo.index_state, photo.face_count) == (Photo.State.INDEXED, 20)
+    assert "took longer than 0.1 s (half of Q_TIMEOUT); `manage.py rematch` finishes them later" in caplog.text
+    assert client.peak == 1
+    assert not Match.objects.exists()
 
 
 def test_forget_event_deletes_the_collection_even_if_already_gone(engine, stubber):

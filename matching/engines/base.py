@@ -14,7 +14,7 @@ collection per event and also answer "which kept faces are near this one".
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -39,11 +39,36 @@ class FoundFace:
         return self.width * self.height
 
 
+@dataclass(frozen=True)
+class PhotoFaces:
+    """The faces an engine found and kept in a photo, and those it saw but left out.
+
+    `left_out` counts the left-out faces by reason (a face may have several
+    reasons, so the counts can add up to more than `left_out_count`).
+    """
+
+    faces: list[FoundFace]
+    left_out_count: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PhotoMatches:
+    """Photo id -> best distance; `limit_reached` when the engine may have cut weaker matches off."""
+
+    distances: dict[int, float]
+    limit_reached: bool = False
+
+
+class FaceGone(Exception):
+    """A hosted engine no longer keeps a face whose id we stored (deleted outside our jobs)."""
+
+
 class FaceEngine(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def index_photo(self, *, event_id: int, photo_id: int, image: Image) -> list[FoundFace]:
+    def index_photo(self, *, event_id: int, photo_id: int, image: Image) -> PhotoFaces:
         """Every face in an event photo, kept under the photo's id if the engine keeps faces."""
 
     @abstractmethod
@@ -64,8 +89,8 @@ class EmbeddingEngine(FaceEngine):
     def detect(self, image: Image) -> list[FoundFace]:
         """Every face with its embedding."""
 
-    def index_photo(self, *, event_id: int, photo_id: int, image: Image) -> list[FoundFace]:
-        return self.detect(image)
+    def index_photo(self, *, event_id: int, photo_id: int, image: Image) -> PhotoFaces:
+        return PhotoFaces(faces=self.detect(image))
 
     def enroll_selfie(self, *, event_id: int, selfie_id: int, image: Image) -> FoundFace | None:
         return largest(self.detect(image))
@@ -79,19 +104,30 @@ class EmbeddingEngine(FaceEngine):
 class HostedEngine(FaceEngine):
     """An engine that keeps faces in a collection per event and searches them there.
 
-    Answers carry the ids the faces were kept under; whether those photos and
-    selfies still exist (and are indexed) is for the matching services to check.
+    Selfie faces are grouped by person (an opaque id the services derive from
+    the attendee), so a photo face is searched against people, not every face.
+    Answers carry the ids the faces and people were kept under; whether those
+    photos and selfies still exist (and are indexed) is for the matching
+    services to check. Methods given a kept face id raise FaceGone when the
+    engine no longer has that face.
     """
 
     @abstractmethod
-    def photos_near_face(self, *, event_id: int, face_id: str, tolerance: float | None = None) -> dict[int, float]:
-        """Photo id -> best distance, for kept photo faces near the kept face `face_id`."""
+    def person_add_face(self, *, event_id: int, person_id: str, face_id: str) -> None:
+        """Make the kept selfie face `face_id` one of the person's faces (nothing to do if it is)."""
 
     @abstractmethod
-    def selfies_near_faces(
+    def photos_near_face(
+        self, *, event_id: int, face_id: str, person_id: str, tolerance: float | None = None
+    ) -> PhotoMatches:
+        """Photo faces near the person's kept selfie face `face_id`, each face kept only if
+        no other person is nearer to it."""
+
+    @abstractmethod
+    def people_near_faces(
         self, *, event_id: int, face_ids: list[str], tolerance: float | None = None
-    ) -> dict[int, float]:
-        """Selfie id -> best distance, for kept selfie faces near any of the kept faces `face_ids`."""
+    ) -> dict[str, float]:
+        """Person id -> best distance: each kept photo face goes to the one nearest person, if any is near."""
 
     @abstractmethod
     def photos_near_image(self, *, event_id: int, image: Image, tolerance: float | None = None) -> dict[int, float]:

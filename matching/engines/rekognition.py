@@ -1,26 +1,34 @@
 """The hosted engine: AWS Rekognition face collections, one per event.
 
 Rekognition keeps the faces (FaceId per face); our Face rows and Selfie rows
-keep those ids. Photo faces are indexed with ExternalImageId = the photo id and
-selfie faces with "selfie-<id>" in the same collection, so one SearchFaces by
-FaceId answers both "which photos show this selfie" and "which selfies are in
-this new photo". See docs/rekognition.md for setup, IAM policy and costs.
+keep those ids. Photo faces are indexed with ExternalImageId "<photo id>:<run>"
+and selfie faces with "selfie-<id>" in the same collection. Each attendee is a
+Rekognition user holding their selfie faces: a selfie's SearchFaces answers
+"which photos show this face", and a photo face's SearchUsers answers "which
+one attendee is this", without being crowded out by every other photo face.
+See docs/rekognition.md for setup, IAM policy, limits and costs.
 
-Retries (throttling, 5xx) are botocore's job, configured on the client; the
-engine only bounds how many calls a worker process has in flight.
+Retries (throttling, 5xx, timeouts) are botocore's job, configured on the
+client; the engine bounds how many calls a worker process has in flight and
+how long one job may spend on a photo's many searches.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import secrets
 import threading
-from typing import TYPE_CHECKING, Any
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from PIL import Image
 
-from matching.engines.base import FoundFace, HostedEngine
+from matching.engines.base import FaceGone, FoundFace, HostedEngine, PhotoFaces, PhotoMatches
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -29,8 +37,9 @@ if TYPE_CHECKING:
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Image.Bytes: at most 5,242,880 bytes
 MIN_IMAGE_SIDE = 80  # smallest accepted width and height
 INDEX_MAX_FACES = 100  # IndexFaces never indexes more than the 100 largest faces
-SEARCH_MAX_FACES = 4096  # SearchFaces / SearchFacesByImage MaxFaces maximum
+SEARCH_MAX_FACES = 4096  # SearchFaces / SearchFacesByImage MaxFaces maximum, and no pagination
 DELETE_BATCH = 4096  # DeleteFaces FaceIds maximum per call
+ASSOCIATE_BATCH = 100  # AssociateFaces / DisassociateFaces FaceIds maximum per call (and faces per user)
 JPEG_QUALITY = 90
 # Seconds. IndexFaces of a 5 MB image with 100 faces answers in a few seconds.
 CONNECT_TIMEOUT = 5
@@ -42,8 +51,12 @@ logger = logging.getLogger("trouvaille.matching")
 _DENIED = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException"}
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
 class RekognitionError(RuntimeError):
-    """Rekognition refused our credentials or policy: the message says what to fix."""
+    """Rekognition refused our credentials or policy, or a job ran out of time: the message says what to do."""
 
 
 def make_client() -> Any:
@@ -118,16 +131,35 @@ class RekognitionEngine(HostedEngine):
 
     # --- Faces in ------------------------------------------------------------
 
-    def index_photo(self, *, event_id: int, photo_id: int, image: Image.Image) -> list[FoundFace]:
-        records = self._index(event_id, image, external_id=str(photo_id), max_faces=INDEX_MAX_FACES)
-        return [self._found(record["Face"], image) for record in records]
+    def index_photo(self, *, event_id: int, photo_id: int, image: Image.Image) -> PhotoFaces:
+        # For one image, collection and ExternalImageId, IndexFaces answers with
+        # the FaceIds it already keeps. A run id of our own makes two runs on
+        # one photo (a reindex racing a stale job) get faces of their own, so the
+        # run that loses forgets only its faces, never the winner's.
+        external_id = f"{photo_id}:{secrets.token_hex(6)}"
+        response = self._index(event_id, image, external_id=external_id, max_faces=INDEX_MAX_FACES)
+        unindexed = response.get("UnindexedFaces", [])
+        reasons = Counter(reason for face in unindexed for reason in face.get("Reasons", []))
+        if unindexed:
+            logger.info(
+                "Rekognition left %s face(s) of photo %s out: %s",
+                len(unindexed),
+                photo_id,
+                dict(reasons),
+                extra={"photo_id": photo_id},
+            )
+        return PhotoFaces(
+            faces=[self._found(record["Face"], image) for record in response["FaceRecords"]],
+            left_out_count=len(unindexed),
+            left_out=dict(reasons),
+        )
 
     def enroll_selfie(self, *, event_id: int, selfie_id: int, image: Image.Image) -> FoundFace | None:
         # MaxFaces=1 keeps one face: the best quality, then the largest.
-        records = self._index(event_id, image, external_id=f"{SELFIE_PREFIX}{selfie_id}", max_faces=1)
+        records = self._index(event_id, image, external_id=f"{SELFIE_PREFIX}{selfie_id}", max_faces=1)["FaceRecords"]
         return self._found(records[0]["Face"], image) if records else None
 
-    def _index(self, event_id: int, image: Image.Image, *, external_id: str, max_faces: int) -> list[dict]:
+    def _index(self, event_id: int, image: Image.Image, *, external_id: str, max_faces: int) -> dict[str, Any]:
         from botocore.exceptions import ClientError
 
         params = {
@@ -139,13 +171,13 @@ class RekognitionEngine(HostedEngine):
             "DetectionAttributes": ["DEFAULT"],
         }
         try:
-            return self._call("index_faces", **params)["FaceRecords"]
+            return self._call("index_faces", **params)
         except ClientError as exc:
             if _code(exc) != "ResourceNotFoundException":
                 raise
         # The event's first face: its collection is made now, not per call.
         self._create_collection(params["CollectionId"])
-        return self._call("index_faces", **params)["FaceRecords"]
+        return self._call("index_faces", **params)
 
     def _create_collection(self, collection_id: str) -> None:
         from botocore.exceptions import ClientError
@@ -167,21 +199,114 @@ class RekognitionEngine(HostedEngine):
         bottom = min(max(round((box["Top"] + box["Height"]) * height), top), height)
         return FoundFace(left=left, top=top, width=right - left, height=bottom - top, external_id=face["FaceId"])
 
+    # --- People (Rekognition users) -----------------------------------------
+
+    def person_add_face(self, *, event_id: int, person_id: str, face_id: str) -> None:
+        from botocore.exceptions import ClientError
+
+        collection_id = self.collection_id(event_id)
+        try:
+            response = self._associate(collection_id, person_id, face_id)
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            # The attendee's first selfie: their user is made now.
+            self._create_user(collection_id, person_id, face_id)
+            response = self._associate(collection_id, person_id, face_id)
+        for failure in response.get("UnsuccessfulFaceAssociations", []):
+            reasons = failure.get("Reasons", [])
+            if "FACE_NOT_FOUND" in reasons:
+                raise FaceGone(face_id)
+            # LOW_MATCH_CONFIDENCE: this selfie does not look like the person's
+            # other selfies. Its own searches still work; photo faces are not
+            # compared with it through the user. Not worth failing the selfie.
+            logger.warning(
+                "Rekognition did not add face %s to user %s: %s", face_id, person_id, ", ".join(reasons) or "no reason"
+            )
+
+    def _associate(self, collection_id: str, person_id: str, face_id: str) -> dict[str, Any]:
+        return self._call("associate_faces", CollectionId=collection_id, UserId=person_id, FaceIds=[face_id])
+
+    def _create_user(self, collection_id: str, person_id: str, face_id: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call("create_user", CollectionId=collection_id, UserId=person_id)
+        except ClientError as exc:
+            if _code(exc) == "ConflictException":  # another selfie's job of this attendee was first
+                return
+            if _code(exc) == "ResourceNotFoundException":  # the whole collection is gone, with the face
+                raise FaceGone(face_id) from exc
+            raise
+
     # --- Matching ------------------------------------------------------------
 
-    def photos_near_face(self, *, event_id: int, face_id: str, tolerance: float | None = None) -> dict[int, float]:
-        return self._photos(self._search_face(event_id, face_id, tolerance))
+    def photos_near_face(
+        self, *, event_id: int, face_id: str, person_id: str, tolerance: float | None = None
+    ) -> PhotoMatches:
+        from botocore.exceptions import ClientError
 
-    def selfies_near_faces(
+        try:
+            matches = self._search_face(event_id, face_id, tolerance)
+        except ClientError as exc:
+            # An unknown FaceId is an invalid parameter; a missing collection took it along.
+            if _code(exc) in {"InvalidParameterException", "ResourceNotFoundException"}:
+                raise FaceGone(face_id) from exc
+            raise
+        limit_reached = len(matches) >= SEARCH_MAX_FACES
+        if limit_reached:
+            logger.warning(
+                "SearchFaces for face %s in event %s returned its maximum of %s faces: weaker matches may be missing",
+                face_id,
+                event_id,
+                SEARCH_MAX_FACES,
+                extra={"event_id": event_id},
+            )
+        photo_faces = [match for match in matches if _photo_id(match["Face"].get("ExternalImageId", "")) is not None]
+        # A face of another person's selfie among the results: someone who looks
+        # like this person is enrolled, so each photo face found might be theirs.
+        # Only then is each one asked for its single best person.
+        lookalike = any(match["Face"].get("UserId", person_id) != person_id for match in matches)
+        if lookalike and photo_faces:
+            owners = self._each(
+                lambda match: self._best_person(event_id, match["Face"]["FaceId"], tolerance), photo_faces
+            )
+            photo_faces = [match for match, owner in zip(photo_faces, owners, strict=True) if owner == person_id]
+        return PhotoMatches(distances=self._photos(photo_faces), limit_reached=limit_reached)
+
+    def people_near_faces(
         self, *, event_id: int, face_ids: list[str], tolerance: float | None = None
-    ) -> dict[int, float]:
-        best: dict[int, float] = {}
-        for face_id in face_ids:
-            for match in self._search_face(event_id, face_id, tolerance):
-                external = match["Face"].get("ExternalImageId", "")
-                if external.startswith(SELFIE_PREFIX) and external[len(SELFIE_PREFIX) :].isdigit():
-                    _keep_best(best, int(external[len(SELFIE_PREFIX) :]), _distance(match["Similarity"]))
+    ) -> dict[str, float]:
+        best: dict[str, float] = {}
+        for found in self._each(lambda face_id: self._nearest_person(event_id, face_id, tolerance), face_ids):
+            if found is not None:
+                _keep_best(best, found[0], found[1])
         return best
+
+    def _nearest_person(self, event_id: int, face_id: str, tolerance: float | None) -> tuple[str, float] | None:
+        """The one person nearest to a kept face above the threshold, with the distance."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._call(
+                "search_users",
+                CollectionId=self.collection_id(event_id),
+                FaceId=face_id,
+                UserMatchThreshold=self._threshold(tolerance),
+                MaxUsers=1,
+            )
+        except ClientError as exc:
+            if _code(exc) in {"InvalidParameterException", "ResourceNotFoundException"}:
+                # The photo's face is gone from the collection: the photo needs a reindex.
+                logger.warning("face %s of event %s is gone from Rekognition; reindex its photo", face_id, event_id)
+                return None
+            raise
+        users = response.get("UserMatches", [])
+        return (users[0]["User"]["UserId"], _distance(users[0]["Similarity"])) if users else None
+
+    def _best_person(self, event_id: int, face_id: str, tolerance: float | None) -> str | None:
+        found = self._nearest_person(event_id, face_id, tolerance)
+        return found[0] if found else None
 
     def photos_near_image(
         self, *, event_id: int, image: Image.Image, tolerance: float | None = None
@@ -233,27 +358,74 @@ class RekognitionEngine(HostedEngine):
         """Best distance per photo id (selfie faces share the collection and are skipped)."""
         best: dict[int, float] = {}
         for match in matches:
-            external = match["Face"].get("ExternalImageId", "")
-            if external.isdigit():
-                _keep_best(best, int(external), _distance(match["Similarity"]))
+            photo_id = _photo_id(match["Face"].get("ExternalImageId", ""))
+            if photo_id is not None:
+                _keep_best(best, photo_id, _distance(match["Similarity"]))
         return best
+
+    def _each(self, call: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        """call(item) for each item, AWS_CONCURRENT_REQUESTS at a time, within the job's time budget.
+
+        A photo with 100 faces needs 100 searches: one after the other, under
+        throttling, they could outlast Q_TIMEOUT and the job would be killed
+        without a word. Past half of it, the job stops with an error that says
+        how to finish the work (`rematch`).
+        """
+        if not items:
+            return []
+        budget = settings.Q_CLUSTER["timeout"] / 2
+        deadline = time.monotonic() + budget
+
+        def bounded(item: _T) -> _R:
+            if time.monotonic() > deadline:
+                raise RekognitionError(
+                    f"{len(items)} Rekognition searches took longer than {budget:g} s (half of Q_TIMEOUT); "
+                    "`manage.py rematch` finishes them later."
+                )
+            return call(item)
+
+        workers = min(len(items), settings.AWS_CONCURRENT_REQUESTS)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rekognition") as pool:
+            futures = [pool.submit(bounded, item) for item in items]
+            try:
+                return [future.result() for future in futures]
+            finally:
+                for future in futures:
+                    future.cancel()
 
     # --- Forgetting ----------------------------------------------------------
 
     def forget_faces(self, *, event_id: int, external_ids: list[str]) -> None:
         from botocore.exceptions import ClientError
 
+        collection_id = self.collection_id(event_id)
         for start in range(0, len(external_ids), DELETE_BATCH):
             try:
-                self._call(
-                    "delete_faces",
-                    CollectionId=self.collection_id(event_id),
-                    FaceIds=external_ids[start : start + DELETE_BATCH],
+                response = self._call(
+                    "delete_faces", CollectionId=collection_id, FaceIds=external_ids[start : start + DELETE_BATCH]
                 )
             except ClientError as exc:
                 if _code(exc) == "ResourceNotFoundException":
                     return  # the event's collection is already gone, with its faces
                 raise
+            # A selfie face that belongs to an attendee's user is not deleted
+            # (ASSOCIATED_TO_AN_EXISTING_USER): take it out of the user first.
+            # FACE_NOT_FOUND is already what we want.
+            held: dict[str, list[str]] = {}
+            for failure in response.get("UnsuccessfulFaceDeletions", []):
+                if "ASSOCIATED_TO_AN_EXISTING_USER" in failure.get("Reasons", []) and failure.get("UserId"):
+                    held.setdefault(failure["UserId"], []).append(failure["FaceId"])
+            for person_id, face_ids in held.items():
+                for first in range(0, len(face_ids), ASSOCIATE_BATCH):
+                    self._call(
+                        "disassociate_faces",
+                        CollectionId=collection_id,
+                        UserId=person_id,
+                        FaceIds=face_ids[first : first + ASSOCIATE_BATCH],
+                    )
+            if held:
+                freed = [face_id for face_ids in held.values() for face_id in face_ids]
+                self._call("delete_faces", CollectionId=collection_id, FaceIds=freed)
 
     def forget_event(self, *, event_id: int) -> None:
         from botocore.exceptions import ClientError
@@ -289,6 +461,12 @@ class RekognitionEngine(HostedEngine):
                 ) from exc
 
 
-def _keep_best(best: dict[int, float], key: int, distance: float) -> None:
+def _photo_id(external_image_id: str) -> int | None:
+    """The photo id in a photo face's ExternalImageId ("<id>:<run>", or "<id>" before runs), else None."""
+    head = external_image_id.split(":", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _keep_best(best: dict[_T, float], key: _T, distance: float) -> None:
     if key not in best or distance < best[key]:
         best[key] = distance
