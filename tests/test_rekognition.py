@@ -883,6 +883,27 @@ def test_search_image_finds_photos_and_tolerates_no_collection(engine, stubber, 
     stubber.assert_no_pending_responses()
 
 
+def test_search_image_reaching_the_4096_limit_is_logged(engine, stubber, event, caplog):
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    stubber.add_response("detect_faces", detected(1), DETECT_PARAMS)
+    full = found(None, *[(f"{photo.pk}:0123456789ab", 99.0 - n / 1000) for n in range(4096)])
+    stubber.add_response(
+        "search_faces_by_image",
+        full,
+        {
+            "CollectionId": f"test-event-{event.pk}",
+            "Image": {"Bytes": ANY},
+            "MaxFaces": 4096,
+            "FaceMatchThreshold": 90.0,
+            "QualityFilter": "AUTO",
+        },
+    )
+
+    with caplog.at_level("WARNING", logger="trouvaille.matching"):
+        assert engine.photos_near_image(event_id=event.pk, image=Image.new("RGB", (300, 300))) == {photo.pk: 0.01}
+    assert "SearchFacesByImage in event" in caplog.text and "maximum of 4096 faces" in caplog.text
+
+
 def test_search_image_without_a_face_makes_no_search(engine, stubber, event):
     """ "No face" is known from a face check, never from the wording of an error message."""
     stubber.add_response("detect_faces", {"FaceDetails": []}, DETECT_PARAMS)

@@ -336,6 +336,13 @@ class RekognitionEngine(HostedEngine):
                 logger.warning("no searchable face in the image for event %s: %s", event_id, exc)
                 return {}
             raise
+        if len(response["FaceMatches"]) >= SEARCH_MAX_FACES:
+            logger.warning(
+                "SearchFacesByImage in event %s returned its maximum of %s faces: weaker matches may be missing",
+                event_id,
+                SEARCH_MAX_FACES,
+                extra={"event_id": event_id},
+            )
         return self._photos(response["FaceMatches"])
 
     def _search_face(self, event_id: int, face_id: str, tolerance: float | None) -> list[dict]:
