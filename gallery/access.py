@@ -8,6 +8,7 @@ may not see is a 404, so nothing reveals that it exists.
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from django.conf import settings
 from django.core.cache import cache
@@ -33,10 +34,20 @@ def event_for_attendee(request: HttpRequest, slug: str) -> Event:
     return event
 
 
+def _normalised(code: str) -> str:
+    # Codes are typed on phones: case and surrounding spaces do not count.
+    return code.strip().casefold()
+
+
+def code_matches(event: Event, code: str) -> bool:
+    """Is this the event's code? Compared in constant time."""
+    return hmac.compare_digest(_normalised(code).encode(), _normalised(event.access_code).encode())
+
+
 def _code_digest(event: Event) -> str:
     # The session remembers which code opened the event: changing a leaked code
     # locks out everyone who got in with the old one.
-    return hashlib.sha256(f"{event.pk}:{event.access_code.strip().casefold()}".encode()).hexdigest()
+    return hashlib.sha256(f"{event.pk}:{_normalised(event.access_code)}".encode()).hexdigest()
 
 
 def event_is_unlocked(request: HttpRequest, event: Event) -> bool:
@@ -126,9 +137,17 @@ def attendee_for_visitor(request: HttpRequest, event: Event) -> Attendee | None:
     return _session_attendee(request, event, _selfie_key(event))
 
 
-def attendee_by_token(event: Event, token: str) -> Attendee | None:
-    """The attendee a private link's token names; None for a wrong event or a deleted or wrong token."""
-    return Attendee.objects.by_token(event=event, token=token).first()
+def private_link_open(request: HttpRequest, event: Event, token: str) -> Attendee | None:
+    """Show the attendee a private link names in this browser; None for a wrong event or a deleted or wrong token.
+
+    The link stands for the event code too: only someone who got past it was
+    given one. It does not make the attendee this browser's own.
+    """
+    attendee = Attendee.objects.by_token(event=event, token=token).first()
+    if attendee is not None:
+        event_unlock(request, event)
+        attendee_remember(request, attendee, own=False)
+    return attendee
 
 
 def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int) -> Photo:

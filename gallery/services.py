@@ -84,13 +84,6 @@ def event_create(*, name: str, slug: str | None = None, code: str = "", event_da
     return event
 
 
-def code_matches(*, event: Event, code: str) -> bool:
-    """Codes are typed on phones: compare ignoring case and surrounding spaces."""
-    import hmac
-
-    return hmac.compare_digest(code.strip().casefold().encode(), event.access_code.strip().casefold().encode())
-
-
 # --- Photos -------------------------------------------------------------------
 
 

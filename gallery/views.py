@@ -24,13 +24,6 @@ from gallery.serving import serve_file
 
 logger = logging.getLogger("trouvaille.web")
 
-STATUS_STATES = {
-    Selfie.State.PENDING: "pending",
-    Selfie.State.MATCHING: "matching",
-    Selfie.State.DONE: "done",
-    Selfie.State.FAILED: "failed",
-}
-
 
 def home(request: HttpRequest) -> HttpResponse:
     # Events are reached by their link; there is deliberately no public list.
@@ -47,7 +40,7 @@ def event(request: HttpRequest, slug: str) -> HttpResponse:
                 wait = settings.CODE_ATTEMPT_WINDOW // 60
                 form.add_error("code", f"Too many wrong codes. Please wait {wait} minutes, then try again.")
                 status = 429
-            elif services.code_matches(event=event, code=form.cleaned_data["code"]):
+            elif access.code_matches(event, form.cleaned_data["code"]):
                 access.event_unlock(request, event)
                 return redirect("gallery:event", slug=event.slug)
             else:
@@ -150,7 +143,7 @@ def me_status(request: HttpRequest, slug: str) -> JsonResponse:
     if _working(selfies):
         state = "matching" if any(s.match_state == Selfie.State.MATCHING for s in selfies) else "pending"
     else:
-        state = STATUS_STATES[newest.match_state]
+        state = newest.match_state
     return JsonResponse(
         {
             "state": state,
@@ -165,13 +158,9 @@ def me_status(request: HttpRequest, slug: str) -> JsonResponse:
 def me_resume(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     """The attendee's private link: their photos again, on any device, without a new selfie."""
     event = access.event_for_attendee(request, slug)
-    attendee = access.attendee_by_token(event, token)
-    if attendee is None:
+    if access.private_link_open(request, event, token) is None:
         # Deleted (or never existed): say so plainly rather than a bare "not found".
         return render(request, "gallery/link_gone.html", {"event": event}, status=404)
-    # The link stands for the code too: only someone who got past it was given one.
-    access.event_unlock(request, event)
-    access.attendee_remember(request, attendee, own=False)
     return redirect("gallery:me", slug=event.slug)
 
 
