@@ -59,3 +59,14 @@ def test_private_link_tokens_are_not_logged(client, caplog):
             ExtraFieldsFilter().filter(record)
             assert "SECRET-TOKEN-123" not in formatter.format(record)
     assert "/e/missing/me/<redacted>/" in JsonFormatter().format(caplog.records[-1])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["import_photos", "nope", "."], ["find_faces", "nope", "x.jpg"], ["reindex", "nope"], ["rematch", "nope"]],
+)
+def test_commands_name_an_unknown_event_and_how_to_create_one(command):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=r"No event with the slug 'nope'\. Create it with `manage.py create_event`"):
+        call_command(*command)

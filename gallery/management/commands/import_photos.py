@@ -7,7 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from gallery import services
-from gallery.models import Event, Photo
+from gallery.management.events import event_by_slug
+from gallery.models import Photo
 
 
 def cluster_running() -> bool:
@@ -39,9 +40,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: object, slug: str, paths: list[Path], wait: bool, stall_timeout: float, **options: object
     ) -> None:
-        event = Event.objects.filter(slug=slug).first()
-        if event is None:
-            raise CommandError(f"No event with the slug {slug!r}. Create it with `manage.py create_event`.")
+        event = event_by_slug(slug)
         missing = [str(path) for path in paths if not path.exists()]
         if missing:
             raise CommandError(f"No such file or folder: {', '.join(missing)}")

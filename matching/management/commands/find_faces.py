@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gallery.images import ImageProblem, load_rgb
-from gallery.models import Event
+from gallery.management.events import event_by_slug
 from matching import services
 
 
@@ -26,9 +26,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: object, slug: str, image: Path, tolerance: float | None, as_json: bool, **options: object
     ) -> None:
-        event = Event.objects.filter(slug=slug).first()
-        if event is None:
-            raise CommandError(f"No event with the slug {slug!r}.")
+        event = event_by_slug(slug)
         if tolerance is not None and not 0 < tolerance <= 2:
             raise CommandError("--tolerance must be between 0 and 2.")
         try:

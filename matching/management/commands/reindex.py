@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from gallery import services
-from gallery.models import Event
+from gallery.management.events import event_by_slug
 
 
 class Command(BaseCommand):
@@ -19,11 +19,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: object, slug: str | None, failed: bool, stuck: bool, **options: object) -> None:
-        event = None
-        if slug:
-            event = Event.objects.filter(slug=slug).first()
-            if event is None:
-                raise CommandError(f"No event with the slug {slug!r}.")
+        event = event_by_slug(slug) if slug else None
         count = services.event_reindex(event=event, failed_only=failed, stuck_only=stuck)
         scope = f"event {slug}" if slug else "all events"
         kind = (
