@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format venv demo clean
+.PHONY: run test lint format venv clean
 
 venv: $(STAMP)
 

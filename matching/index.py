@@ -73,12 +73,6 @@ def _event_index(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray
     return photo_ids, matrix, norms
 
 
-def event_matrix(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """(photo id per face, faces x dims matrix) for the event's indexed faces."""
-    photo_ids, matrix, _ = _event_index(event_id, engine)
-    return photo_ids, matrix
-
-
 def _best_per_key(keys: NDArray[np.int64], distances: NDArray[np.floating], tolerance: float) -> dict[int, float]:
     """Smallest distance per key, for distances within tolerance."""
     hits = distances <= tolerance

@@ -14,7 +14,7 @@ What it measures, per event size (number of indexed faces):
    synthetic L2-normalised 128-d float32 embeddings (a few planted near-duplicates
    of the probe so thresholding has hits to visit). Also, for comparison, the same
    distances from one matrix-vector product with cached squared norms.
-2. Building the matrix from database rows: `matching.index.event_matrix` cold
+2. Building the matrix from database rows: `matching.index._event_index` cold
    (per-process cache cleared) and warm (cache hit: only the version query runs),
    with a breakdown of the cold path (version query, row fetch, np.stack) and two
    cheaper alternatives (b"".join of the rows instead of np.stack; a version
@@ -141,7 +141,7 @@ def bench_search(sizes: list[int], repeat: int) -> list[dict]:
             return np.linalg.norm(matrix - probe.astype(np.float32), axis=1)
 
         def search(matrix=matrix, probe=probe, photo_ids=photo_ids):
-            # Exactly matching.index.photos_near after event_matrix().
+            # Exactly matching.index.photos_near after _event_index().
             distances = np.linalg.norm(matrix - probe.astype(np.float32), axis=1)
             return _best_per_key(photo_ids, distances, TOLERANCE)
 
@@ -258,11 +258,11 @@ def bench_database(sizes: list[int], repeat: int) -> dict:
 
         def cold(event_id=event_id):
             index._cache.clear()
-            return index.event_matrix(event_id, "dlib")
+            return index._event_index(event_id, "dlib")[:2]
 
         cold_samples, (ids, matrix) = timed(cold, cold_runs)
         assert matrix.shape == (n, DIM), matrix.shape
-        warm_samples, _ = timed(lambda event_id=event_id: index.event_matrix(event_id, "dlib"), repeat)
+        warm_samples, _ = timed(lambda event_id=event_id: index._event_index(event_id, "dlib"), repeat)
         near_samples, hits = timed(
             lambda event_id=event_id, probe=probe: index.photos_near(
                 event_id=event_id, engine="dlib", probe=probe, tolerance=TOLERANCE
@@ -270,7 +270,7 @@ def bench_database(sizes: list[int], repeat: int) -> dict:
             repeats_for(n, repeat),
         )
 
-        # Breakdown of the cold path, step by step as event_matrix does it.
+        # Breakdown of the cold path, step by step as _event_index does it.
         faces = index._event_faces(event_id, "dlib")
         version_samples, _ = timed(lambda faces=faces: faces.aggregate(n=Count("id"), last=Max("id")), cold_runs)
         fetch_samples, fetched = timed(lambda faces=faces: list(faces.values_list("photo_id", "embedding")), cold_runs)
@@ -296,7 +296,7 @@ def bench_database(sizes: list[int], repeat: int) -> dict:
         index._cache.clear()
         rss_before = rss_mb()
         tracemalloc.start()
-        index.event_matrix(event_id, "dlib")
+        index._event_index(event_id, "dlib")
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss_after = rss_mb()
@@ -363,7 +363,7 @@ def database_run(label: str, database_url: str, args: argparse.Namespace, tmp: P
         "--repeat",
         str(args.repeat),
     ]
-    print(f"\n[{label}] building events of {args.db_sizes} faces and timing event_matrix ...", flush=True)
+    print(f"\n[{label}] building events of {args.db_sizes} faces and timing _event_index ...", flush=True)
     try:
         subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=WORKER_TIMEOUT)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -408,7 +408,7 @@ def print_tables(result: dict) -> None:
             f"{row['matrix_mb'] + row['photo_ids_mb']:.1f} | {row['transient_mb']:.1f} |"
         )
     for db in result["databases"]:
-        print(f"\n## event_matrix on {db['vendor']} (ms, median)\n")
+        print(f"\n## _event_index on {db['vendor']} (ms, median)\n")
         print(
             "| faces | insert s | cold ms (first) | cold ms | version query ms | fetch rows ms | np.stack ms "
             "| b''.join alt ms | photo-level version alt ms | warm (cached) ms | photos_near warm ms "
