@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import ClassVar, Self
 
 import numpy as np
 from django.conf import settings
@@ -56,14 +57,56 @@ class Event(models.Model):
         return reverse("gallery:event", args=[self.slug])
 
 
-class PhotoQuerySet(models.QuerySet):
+class JobQuerySet(models.QuerySet):
+    """Rows that one job at a time works on: pending -> claimed (the working state) -> final.
+
+    Each model's QuerySet names its state and error fields and its working state
+    once, as Django's user model names its USERNAME_FIELD.
+    """
+
+    state_field: ClassVar[str]
+    error_field: ClassVar[str]
+    working_state: ClassVar[str]
+    # Shared by the State choices of every model with jobs.
+    PENDING, FAILED = "pending", "failed"
+
+    def _in(self, *states: str, **more: object) -> Q:
+        return Q(**{f"{self.state_field}__in": states}, **more)
+
+    def failed(self) -> Self:
+        return self.filter(self._in(self.FAILED))
+
+    def claimed(self) -> Self:
+        """Claimed by a job: the job that ends one checks it still is."""
+        return self.filter(self._in(self.working_state))
+
+    def claimable(self) -> Self:
+        """Pending, or claimed by a job that was abandoned."""
+        return self.filter(self._in(self.PENDING) | self._in(self.working_state, claimed_at__lt=claims_expire_before()))
+
+    def claim(self, *, pk: int) -> bool:
+        """Take the row for this job with one conditional UPDATE: of two workers
+        given the same job, exactly one wins."""
+        working = {self.state_field: self.working_state, self.error_field: ""}
+        return bool(self.claimable().filter(pk=pk).update(**working, claimed_at=timezone.now()))
+
+    def stuck(self, *, queue_empty: bool) -> Self:
+        """Rows whose job was lost: claimed longer than Q_RETRY ago, or pending that
+        long while the queue is empty (while jobs still wait, a pending row is just queued)."""
+        before = claims_expire_before()
+        stuck = self._in(self.working_state, claimed_at__lt=before)
+        if queue_empty:
+            stuck |= self._in(self.PENDING, created_at__lt=before)
+        return self.filter(stuck)
+
+
+class PhotoQuerySet(JobQuerySet):
     """Photos go pending -> processing (claimed by one index job) -> indexed or failed."""
+
+    state_field, error_field, working_state = "index_state", "index_error", "processing"
 
     def indexed(self) -> PhotoQuerySet:
         return self.filter(index_state=Photo.State.INDEXED)
-
-    def failed(self) -> PhotoQuerySet:
-        return self.filter(index_state=Photo.State.FAILED)
 
     def finished(self) -> PhotoQuerySet:
         """Indexed or failed: no job will change them unless they are queued again."""
@@ -72,33 +115,6 @@ class PhotoQuerySet(models.QuerySet):
     def in_progress(self) -> PhotoQuerySet:
         """Queued or being indexed."""
         return self.filter(index_state__in=[Photo.State.PENDING, Photo.State.PROCESSING])
-
-    def processing(self) -> PhotoQuerySet:
-        """Claimed by an index job: the job that ends one checks it still is."""
-        return self.filter(index_state=Photo.State.PROCESSING)
-
-    def claimable(self) -> PhotoQuerySet:
-        """Pending, or claimed by a job that was abandoned."""
-        abandoned = Q(index_state=Photo.State.PROCESSING, claimed_at__lt=claims_expire_before())
-        return self.filter(Q(index_state=Photo.State.PENDING) | abandoned)
-
-    def claim(self, *, pk: int) -> bool:
-        """Take the photo for this index job with one conditional UPDATE:
-        of two workers given the same job, exactly one wins."""
-        return bool(
-            self.claimable()
-            .filter(pk=pk)
-            .update(index_state=Photo.State.PROCESSING, index_error="", claimed_at=timezone.now())
-        )
-
-    def stuck(self, *, queue_empty: bool) -> PhotoQuerySet:
-        """Photos whose job was lost: claimed longer than Q_RETRY ago, or pending that
-        long while the queue is empty (while jobs still wait, a pending photo is just queued)."""
-        before = claims_expire_before()
-        stuck = Q(index_state=Photo.State.PROCESSING, claimed_at__lt=before)
-        if queue_empty:
-            stuck |= Q(index_state=Photo.State.PENDING, created_at__lt=before)
-        return self.filter(stuck)
 
 
 class Photo(models.Model):
@@ -143,16 +159,20 @@ class Photo(models.Model):
         return self.original_name
 
 
-class FaceQuerySet(models.QuerySet):
-    def embedded(self, *, engine: str) -> FaceQuerySet:
-        """Faces with a vector from this embedding engine."""
+class EngineFacesQuerySet(models.QuerySet):
+    """Rows holding a face found by an engine (photo faces, enrolled selfies)."""
+
+    def embedded(self, *, engine: str) -> Self:
+        """With a vector from this embedding engine."""
         return self.filter(engine=engine).exclude(embedding=b"")
 
-    def remote(self, *, engine: str | None = None) -> FaceQuerySet:
-        """Faces a hosted engine keeps (by its id for them); of one engine, or of any."""
-        faces = self.exclude(external_id="")
-        return faces if engine is None else faces.filter(engine=engine)
+    def remote(self, *, engine: str | None = None) -> Self:
+        """Kept by a hosted engine (under its own id for the face); of one engine, or of any."""
+        rows = self.exclude(external_id="")
+        return rows if engine is None else rows.filter(engine=engine)
 
+
+class FaceQuerySet(EngineFacesQuerySet):
     def of_indexed_photos(self) -> FaceQuerySet:
         return self.filter(photo__index_state=Photo.State.INDEXED)
 
@@ -212,47 +232,10 @@ class Attendee(models.Model):
         )
 
 
-class SelfieQuerySet(models.QuerySet):
+class SelfieQuerySet(JobQuerySet, EngineFacesQuerySet):
     """Selfies go pending -> matching (claimed by one match job) -> done or failed."""
 
-    def failed(self) -> SelfieQuerySet:
-        return self.filter(match_state=Selfie.State.FAILED)
-
-    def matching(self) -> SelfieQuerySet:
-        """Claimed by a match job: the job that ends one checks it still is."""
-        return self.filter(match_state=Selfie.State.MATCHING)
-
-    def claimable(self) -> SelfieQuerySet:
-        """Pending, or claimed by a job that was abandoned."""
-        abandoned = Q(match_state=Selfie.State.MATCHING, claimed_at__lt=claims_expire_before())
-        return self.filter(Q(match_state=Selfie.State.PENDING) | abandoned)
-
-    def claim(self, *, pk: int) -> bool:
-        """Take the selfie for this match job with one conditional UPDATE:
-        of two workers given the same job, exactly one wins."""
-        return bool(
-            self.claimable()
-            .filter(pk=pk)
-            .update(match_state=Selfie.State.MATCHING, match_error="", claimed_at=timezone.now())
-        )
-
-    def stuck(self, *, queue_empty: bool) -> SelfieQuerySet:
-        """Selfies whose job was lost: claimed longer than Q_RETRY ago, or pending that
-        long while the queue is empty (while jobs still wait, a pending selfie is just queued)."""
-        before = claims_expire_before()
-        stuck = Q(match_state=Selfie.State.MATCHING, claimed_at__lt=before)
-        if queue_empty:
-            stuck |= Q(match_state=Selfie.State.PENDING, created_at__lt=before)
-        return self.filter(stuck)
-
-    def embedded(self, *, engine: str) -> SelfieQuerySet:
-        """Selfies enrolled with a vector from this embedding engine."""
-        return self.filter(engine=engine).exclude(embedding=b"")
-
-    def remote(self, *, engine: str | None = None) -> SelfieQuerySet:
-        """Selfies whose face a hosted engine keeps; enrolled with one engine, or any."""
-        selfies = self.exclude(external_id="")
-        return selfies if engine is None else selfies.filter(engine=engine)
+    state_field, error_field, working_state = "match_state", "match_error", "matching"
 
 
 class Selfie(models.Model):

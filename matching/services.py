@@ -92,7 +92,7 @@ def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result:
     found = result.faces
     with transaction.atomic():
         indexed = (
-            Photo.objects.processing()
+            Photo.objects.claimed()
             .filter(pk=photo.pk)
             .update(
                 index_state=Photo.State.INDEXED,
@@ -132,7 +132,7 @@ def _face_row(*, photo: Photo, engine: str, face: FoundFace) -> Face:
 
 def photo_index_abandon(*, photo_id: int, reason: str) -> None:
     """Record that this photo's index job failed, or was stopped from outside (timeout)."""
-    Photo.objects.processing().filter(pk=photo_id).update(
+    Photo.objects.claimed().filter(pk=photo_id).update(
         index_state=Photo.State.FAILED, index_error=reason, claimed_at=None
     )
 
@@ -234,7 +234,7 @@ def selfie_match(*, selfie_id: int) -> str:
         return "failed"
     with transaction.atomic():
         done = (
-            Selfie.objects.matching()
+            Selfie.objects.claimed()
             .filter(pk=selfie_id)
             .update(match_state=Selfie.State.DONE, matched_at=timezone.now(), claimed_at=None)
         )
@@ -276,7 +276,7 @@ def selfie_match_abandon(*, selfie_id: int, message: str | None = None) -> None:
 
     `message` is shown to the attendee; without one, a generic message (never internals).
     """
-    Selfie.objects.matching().filter(pk=selfie_id).update(
+    Selfie.objects.claimed().filter(pk=selfie_id).update(
         match_state=Selfie.State.FAILED, match_error=message or SELFIE_FAILED_MESSAGE, claimed_at=None
     )
 

@@ -324,3 +324,11 @@ def test_a_match_recorded_during_a_search_survives_a_worker_clock_ahead(event, p
     clock.skew = timedelta(hours=1)  # the selfie's worker runs an hour ahead
     assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
     assert list(selfie.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
+
+
+@pytest.mark.parametrize("model", [Photo, Selfie])
+def test_job_querysets_name_the_models_real_fields_and_states(model):
+    queryset = model.objects.all()
+    states = model._meta.get_field(queryset.state_field).choices
+    assert {queryset.PENDING, queryset.FAILED, queryset.working_state} <= {value for value, _ in states}
+    model._meta.get_field(queryset.error_field)
