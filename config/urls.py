@@ -10,5 +10,7 @@ admin.site.index_title = "Events and photos"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", gallery_views.healthz, name="healthz"),
+    # The language switcher posts here (Django's set_language): remembered in a cookie.
+    path("i18n/", include("django.conf.urls.i18n")),
     path("", include("gallery.urls")),
 ]

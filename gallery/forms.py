@@ -1,26 +1,27 @@
 from __future__ import annotations
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 
 # The attendee templates write these inputs out themselves (camera button, consent
 # box); the forms validate and carry the labels and messages.
 class CodeForm(forms.Form):
-    code = forms.CharField(label="Event code", max_length=64)
+    code = forms.CharField(label=_("Event code"), max_length=64)
 
 
 class SelfieForm(forms.Form):
     # Size and content are judged by services.selfie_create, for every caller.
     image = forms.FileField(
-        label="Your selfie",
-        error_messages={"required": "Please choose or take a selfie.", "empty": "That file is empty."},
+        label=_("Your selfie"),
+        error_messages={"required": _("Please choose or take a selfie."), "empty": _("That file is empty.")},
     )
     consent = forms.BooleanField(
-        label=(
+        label=_(
             "I agree that Trouvaille computes a biometric template of my face from this selfie, "
             "only to find me in this event's photos. I can delete it at any time."
         ),
-        error_messages={"required": "Please agree to the use of your selfie to find your photos."},
+        error_messages={"required": _("Please agree to the use of your selfie to find your photos.")},
     )
 
 

@@ -6,13 +6,19 @@ import io
 import warnings
 from typing import IO
 
+import pillow_heif
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.utils.translation import gettext as _
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# iPhones take HEIC/HEIF photos. libheif applies their rotation itself and
+# pillow-heif then clears the EXIF orientation, so exif_transpose stays right.
+pillow_heif.register_heif_opener()
 
 # Formats we accept from organizers and attendees; anything else is refused
 # before PIL's less common (and less hardened) decoders ever see it.
-ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "MPO", "TIFF", "BMP", "GIF"}
+ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "MPO", "TIFF", "BMP", "GIF", "HEIF"}
 
 
 class ImageProblem(ValueError):
@@ -33,14 +39,20 @@ def identify(fileobj: IO[bytes]) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(fileobj)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageProblem("This file is not an image we can read (JPEG, PNG, WebP, TIFF, GIF or BMP).") from exc
+        raise ImageProblem(
+            _("This file is not an image we can read (JPEG, PNG, WebP, HEIC, TIFF, GIF or BMP).")
+        ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageProblem(f"This image is too large (more than {settings.PHOTO_MAX_PIXELS:,} pixels).") from exc
+        raise ImageProblem(_too_many_pixels()) from exc
     if image.format not in ACCEPTED_FORMATS:
-        raise ImageProblem(f"{image.format} images are not supported; use JPEG, PNG or WebP.")
+        raise ImageProblem(_("%(format)s images are not supported; use JPEG, PNG or WebP.") % {"format": image.format})
     if image.width * image.height > settings.PHOTO_MAX_PIXELS:
-        raise ImageProblem(f"This image is too large (more than {settings.PHOTO_MAX_PIXELS:,} pixels).")
+        raise ImageProblem(_too_many_pixels())
     return image
+
+
+def _too_many_pixels() -> str:
+    return _("This image is too large (more than %(pixels)s pixels).") % {"pixels": f"{settings.PHOTO_MAX_PIXELS:,}"}
 
 
 def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0, max_pixels: int = 0) -> Image.Image:
@@ -55,14 +67,14 @@ def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0, max_pixels: int = 0) ->
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     image = identify(fileobj)
     if max_pixels and image.format not in ("JPEG", "MPO") and image.width * image.height > max_pixels:
-        raise ImageProblem("This photo has too many pixels; please use a smaller one (or a JPEG).")
+        raise ImageProblem(_("This photo has too many pixels; please use a smaller one (or a JPEG)."))
     try:
         if draft_side and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (draft_side, draft_side))
         image.load()
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageProblem("The image data is corrupt or truncated.") from exc
+        raise ImageProblem(_("The image data is corrupt or truncated.")) from exc
     if image.mode != "RGB":
         # Transparent pixels become white rather than black.
         if image.mode in ("RGBA", "LA", "P", "PA"):

@@ -45,6 +45,17 @@ class Event(models.Model):
         max_length=64, blank=True, help_text="Attendees must enter this code to open the event. Leave empty for none."
     )
     published = models.BooleanField(default=True, help_text="Unpublished events are invisible to attendees.")
+    # Shown on the event's privacy page.
+    contact = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Whom attendees contact about their data (e-mail, name); on the privacy page.",
+    )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days after the event when attendee data is deleted; on the privacy page.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext as _
 
 from gallery import jobs
 from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file, load_rgb
@@ -255,9 +256,14 @@ def selfie_create(
     if attendee is not None and not replace:
         usable = attendee.selfies.exclude(match_state=Selfie.State.FAILED).count()
         if usable >= settings.ATTENDEE_MAX_SELFIES:
-            raise SelfieLimit(f"You already have {settings.ATTENDEE_MAX_SELFIES} selfies.")
+            raise SelfieLimit(
+                _("You already have %(count)d selfies: delete them to start again.")
+                % {"count": settings.ATTENDEE_MAX_SELFIES}
+            )
     if getattr(upload, "size", 0) > settings.SELFIE_MAX_BYTES:
-        raise ImageProblem(f"This photo is too large; the limit is {filesizeformat(settings.SELFIE_MAX_BYTES)}.")
+        raise ImageProblem(
+            _("This photo is too large; the limit is %(size)s.") % {"size": filesizeformat(settings.SELFIE_MAX_BYTES)}
+        )
     image = load_rgb(upload, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
     now = timezone.now()
     selfie = Selfie(event=event, consent_at=now)
@@ -271,6 +277,14 @@ def selfie_create(
         selfie.save()
         jobs.enqueue_selfie_match(selfie.pk)
     return selfie
+
+
+def selfie_image_drop(*, selfie_id: int) -> None:
+    """Delete a selfie's picture but keep its row (and failure message): matching could not use it."""
+    with transaction.atomic():
+        name = Selfie.objects.filter(pk=selfie_id).values_list("image", flat=True).first()
+        if name and Selfie.objects.filter(pk=selfie_id, image=name).update(image=""):
+            jobs.enqueue_files_delete([name])
 
 
 def attendee_delete(*, attendee: Attendee) -> None:
@@ -319,6 +333,7 @@ def photos_reindex(*, photo_ids: list[int]) -> int:
 def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> int:
     """Queue every selfie (of one event, or all; or only stuck ones) to be matched again. Returns how many."""
     selfies = Selfie.objects.all() if event is None else event.selfies.all()
+    selfies = selfies.exclude(image="")  # failed for good: their picture was not kept
     if stuck_only:
         selfies = selfies.stuck(queue_empty=not jobs.waiting())
     with transaction.atomic():

@@ -7,27 +7,55 @@ a job, and the attendee's page shows the job's progress until it is done.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib import messages
+from django.db.models.fields.files import FieldFile
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import slugify
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from gallery import access, services
 from gallery.forms import CodeForm, SelfieForm
 from gallery.images import ImageProblem
-from gallery.models import Photo, Selfie
-from gallery.serving import serve_file
+from gallery.models import Event, Photo, Selfie
+from gallery.serving import serve_file, zip_response
 
 logger = logging.getLogger("trouvaille.web")
 
 
+def _typed_slug(typed: str) -> str:
+    """The event slug in what someone typed: a whole link, a path, or the slug itself."""
+    found = re.search(r"/e/([^/?#]+)", urlsplit(typed).path if "/" in typed else "")
+    return slugify(found.group(1) if found else typed)[:80]
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    # Events are reached by their link; there is deliberately no public list.
-    return render(request, "gallery/home.html")
+    # Events are reached by their link; there is deliberately no public list, and
+    # an unknown or unpublished event gets the same answer as a mistyped one.
+    typed = request.GET.get("event", "").strip()[:300]
+    error = ""
+    if typed:
+        slug = _typed_slug(typed)
+        if slug and Event.objects.filter(slug=slug, published=True).exists():
+            return redirect("gallery:event", slug=slug)
+        error = _("We found no event with this link or name. Check it, or open the link you were sent.")
+    return render(request, "gallery/home.html", {"typed": typed, "error": error}, status=404 if error else 200)
+
+
+@require_GET
+def privacy(request: HttpRequest, slug: str) -> HttpResponse:
+    """What is kept about attendees of this event, for how long, and whom to ask."""
+    return render(request, "gallery/privacy.html", {"event": access.event_for_attendee(request, slug)})
 
 
 def event(request: HttpRequest, slug: str) -> HttpResponse:
@@ -38,18 +66,28 @@ def event(request: HttpRequest, slug: str) -> HttpResponse:
         if request.method == "POST" and form.is_valid():
             if access.code_attempts_exhausted(request, event):
                 wait = settings.CODE_ATTEMPT_WINDOW // 60
-                form.add_error("code", f"Too many wrong codes. Please wait {wait} minutes, then try again.")
+                form.add_error(
+                    "code",
+                    ngettext(
+                        "Too many wrong codes. Please wait %(wait)d minute, then try again.",
+                        "Too many wrong codes. Please wait %(wait)d minutes, then try again.",
+                        wait,
+                    )
+                    % {"wait": wait},
+                )
                 status = 429
             elif access.code_matches(event, form.cleaned_data["code"]):
                 access.event_unlock(request, event)
                 return redirect("gallery:event", slug=event.slug)
             else:
                 access.code_attempt_failed(request, event)
-                form.add_error("code", "That code is not right. Check the invitation and try again.")
+                form.add_error("code", _("That code is not right. Check the invitation and try again."))
         status = 400 if form.errors and status == 200 else status
         return render(request, "gallery/code.html", {"event": event, "form": form}, status=status)
     attendee = access.attendee_for_visitor(request, event)
-    return render(request, "gallery/event.html", {"event": event, "form": SelfieForm(), "attendee": attendee})
+    adding = request.GET.get("add") == "1" and attendee is not None
+    context = {"event": event, "form": SelfieForm(), "attendee": attendee, "adding": adding}
+    return render(request, "gallery/event.html", context)
 
 
 @require_POST
@@ -115,8 +153,6 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
         # The newest selfie, when matching could not use it: its message is shown.
         "failed_selfie": selfies[-1] if selfies[-1].match_state == Selfie.State.FAILED else None,
         "can_add": len(usable) < settings.ATTENDEE_MAX_SELFIES,
-        "max_selfies": settings.ATTENDEE_MAX_SELFIES,
-        "consent_label": SelfieForm.base_fields["consent"].label,
         "photos": photos,
         "working": working,
         "pending_photos": pending_photos,
@@ -127,6 +163,7 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
         # Refresh while matching runs (less often after 30 s, to leave CPU to the
         # workers when many wait at once) and while new photos are being indexed.
         "refresh_seconds": _refresh_seconds(selfies, working=working, pending_photos=pending_photos),
+        "undo_photo": request.session.pop(_undo_key(event), None),
     }
     return render(request, "gallery/me.html", context)
 
@@ -164,14 +201,42 @@ def me_resume(request: HttpRequest, slug: str, token: str) -> HttpResponse:
     return redirect("gallery:me", slug=event.slug)
 
 
-@require_POST
 def me_forget(request: HttpRequest, slug: str) -> HttpResponse:
+    """Delete everything about the attendee shown, after a confirmation page (no JavaScript needed)."""
     event = access.unlocked_event_for_attendee(request, slug)
     attendee = access.attendee_for_visitor(request, event)
+    if request.method != "POST":
+        if attendee is None:
+            return redirect("gallery:event", slug=event.slug)
+        return render(request, "gallery/forget.html", {"event": event})
     if attendee is not None:
         services.attendee_delete(attendee=attendee)
+        messages.success(request, _("Your selfies and the list of your photos were deleted."))
     access.attendee_forget(request, event)
     return redirect("gallery:event", slug=event.slug)
+
+
+def _undo_key(event: Event) -> str:
+    return f"undo-not-me:{event.pk}"
+
+
+@require_POST
+def photo_reject(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
+    """ "Not me": the photo leaves the gallery for good (the next page offers an undo)."""
+    event = access.unlocked_event_for_attendee(request, slug)
+    photo = access.matched_photo_for_attendee(request, event, photo_id)
+    services.photo_reject(attendee=access.attendee_for_visitor(request, event), photo=photo)
+    request.session[_undo_key(event)] = photo.pk
+    return redirect("gallery:me", slug=event.slug)
+
+
+@require_POST
+def photo_undo(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    attendee = access.attendee_for_visitor(request, event)
+    if attendee is None or not services.photo_unreject(attendee=attendee, photo_id=photo_id):
+        raise Http404("Nothing to undo.")
+    return redirect(reverse("gallery:me", args=[event.slug]) + f"#photo-{photo_id}")
 
 
 def _download_name(photo: Photo) -> str:
@@ -187,6 +252,24 @@ def photo_thumbnail(request: HttpRequest, slug: str, photo_id: int) -> HttpRespo
 
 @require_GET
 def photo_view(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
+    """The viewer: the photo full size, previous/next, download, back (plain links, so no JavaScript needed)."""
+    event = access.unlocked_event_for_attendee(request, slug)
+    photo = access.matched_photo_for_attendee(request, event, photo_id)
+    ids = list(access.attendee_for_visitor(request, event).photos().values_list("id", flat=True))
+    at = ids.index(photo.pk)
+    context = {
+        "event": event,
+        "photo": photo,
+        "position": at + 1,
+        "total": len(ids),
+        "previous": ids[at - 1] if at > 0 else None,
+        "next": ids[at + 1] if at + 1 < len(ids) else None,
+    }
+    return render(request, "gallery/photo.html", context)
+
+
+@require_GET
+def photo_image(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
     event = access.unlocked_event_for_attendee(request, slug)
     return serve_file(access.matched_photo_for_attendee(request, event, photo_id).display)
 
@@ -196,6 +279,30 @@ def photo_download(request: HttpRequest, slug: str, photo_id: int) -> HttpRespon
     event = access.unlocked_event_for_attendee(request, slug)
     photo = access.matched_photo_for_attendee(request, event, photo_id)
     return serve_file(photo.display, download_name=_download_name(photo))
+
+
+@require_GET
+def photos_zip(request: HttpRequest, slug: str) -> HttpResponse:
+    """All the attendee's photos in one zip, streamed as it is built."""
+    event = access.unlocked_event_for_attendee(request, slug)
+    attendee = access.attendee_for_visitor(request, event)
+    if attendee is None:
+        raise Http404("No photos.")
+    photos = attendee.photos().exclude(display="").only("id", "original_name", "display")
+    return zip_response(_zip_members(photos.iterator(chunk_size=200)), filename=f"{event.slug}-photos.zip")
+
+
+def _zip_members(photos: Iterator[Photo]) -> Iterator[tuple[str, FieldFile]]:
+    """Each photo under its download name; repeated names get a number."""
+    used: set[str] = set()
+    for photo in photos:
+        name = _download_name(photo)
+        stem, n = name[:-4], 1
+        while name.casefold() in used:
+            n += 1
+            name = f"{stem}-{n}.jpg"
+        used.add(name.casefold())
+        yield name, photo.display
 
 
 @never_cache

@@ -26,19 +26,27 @@ from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 from PIL import Image
 
 from gallery import jobs
 from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.models import Event, Face, Match, Photo, Selfie
+from gallery.services import selfie_image_drop
 from matching import index
 from matching.engines import get_engine
 from matching.engines.base import EmbeddingEngine, FaceEngine, FaceGone, FoundFace, HostedEngine, PhotoFaces
 
 logger = logging.getLogger("trouvaille.matching")
 
-SELFIE_FAILED_MESSAGE = "Something went wrong while looking for your photos. Please try again in a few minutes."
-NO_FACE_MESSAGE = "We could not find a face in your selfie. Please take another one facing the camera, in good light."
+# Stored in English and translated when shown (the attendee page translates
+# these exact texts): a job has no attendee language to write them in.
+SELFIE_FAILED_MESSAGE = gettext_noop(
+    "Something went wrong while looking for your photos. Please try again in a few minutes."
+)
+NO_FACE_MESSAGE = gettext_noop(
+    "We could not find a face in your selfie. Please take another one facing the camera, in good light."
+)
 
 
 def _explain(exc: Exception) -> str:
@@ -231,6 +239,9 @@ def selfie_match(*, selfie_id: int) -> str:
             logger.exception("matching selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
         # Attendees read this text: only our own messages, never internals.
         selfie_match_abandon(selfie_id=selfie_id, message=str(exc) if isinstance(exc, ImageProblem) else None)
+        if isinstance(exc, ImageProblem):
+            # No usable face, ever: the picture is not kept (a transient failure keeps it for a retry).
+            selfie_image_drop(selfie_id=selfie_id)
         return "failed"
     with transaction.atomic():
         done = (

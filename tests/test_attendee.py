@@ -156,7 +156,7 @@ def test_another_attendee_never_sees_your_matches(client, event, photos, run_job
     stranger = Client()
     assert stranger.get(reverse("gallery:me", args=[event.slug])).status_code == 302
     assert stranger.get(reverse("gallery:me_status", args=[event.slug])).status_code == 404
-    for view in ("photo_thumbnail", "photo_view", "photo_download"):
+    for view in ("photo_thumbnail", "photo_view", "photo_image", "photo_download"):
         assert stranger.get(reverse(f"gallery:{view}", args=[event.slug, photos["red1.jpg"].pk])).status_code == 404
     # With a selfie of their own, they see only their own photo.
     with run_jobs():
@@ -214,7 +214,8 @@ def test_a_failed_photo_is_never_matched_nor_served(client, event, run_jobs):
 
 def test_wrong_methods_are_refused(client, event):
     assert client.get(reverse("gallery:selfie_upload", args=[event.slug])).status_code == 405
-    assert client.get(reverse("gallery:me_forget", args=[event.slug])).status_code == 405
+    for view in ("photo_reject", "photo_undo"):
+        assert client.get(reverse(f"gallery:{view}", args=[event.slug, 1])).status_code == 405
 
 
 def test_home_page(client):
