@@ -24,7 +24,7 @@ $(STAMP): requirements/base.txt requirements/dev.txt requirements/face.txt
 
 run: $(STAMP)
 	$(MANAGE) migrate --noinput -v 0
-	$(MANAGE) load_demo
+	SITE_URL=$${SITE_URL:-http://$(HOST):$(PORT)} $(MANAGE) load_demo
 	@echo "Starting the job cluster and the web server; Ctrl-C stops both."
 	@# The cluster runs in its own session so the terminal's Ctrl-C does not reach
 	@# it directly: django-q2 can deadlock when a second signal interrupts its

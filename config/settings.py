@@ -55,8 +55,10 @@ _DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
 SECRET_KEY = env("DJANGO_SECRET_KEY", _DEV_SECRET_KEY)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
-# Public base URL for links and QR codes printed outside a request (commands).
-SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Public base URL for links and QR codes (e.g. https://photos.example.org). Unset:
+# links use the host each request came in on (so any PORT works), and commands
+# print bare paths. Set it behind a proxy and whenever e-mails are sent.
+SITE_URL = env("SITE_URL", "").rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -15,6 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from gallery import services
 from gallery.forms import PhotoUploadForm
+from gallery.links import current_request, public_url
 from gallery.models import Event, Face, Match, Photo, Selfie
 from gallery.serving import serve_file
 
@@ -73,7 +73,18 @@ class EventAdmin(admin.ModelAdmin):
         return obj.n_selfies
 
     def _public_url(self, obj: Event) -> str:
-        return settings.SITE_URL + obj.get_absolute_url()
+        return public_url(obj.get_absolute_url())
+
+    def changeform_view(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        # The link and QR code fields need the request's host (when SITE_URL is unset).
+        token = current_request.set(request)
+        try:
+            response = super().changeform_view(request, *args, **kwargs)
+            if hasattr(response, "render"):
+                response.render()  # now, while the request is known, not after this returns
+            return response
+        finally:
+            current_request.reset(token)
 
     @admin.display(description="Attendee link")
     def attendee_link(self, obj: Event) -> str:

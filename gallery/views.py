@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from gallery import access, services
 from gallery.forms import CodeForm, SelfieForm
 from gallery.images import ImageProblem
+from gallery.links import public_url
 from gallery.models import Event, Photo, Selfie
 from gallery.serving import serve_file, zip_response
 
@@ -157,7 +158,7 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
         "working": working,
         "pending_photos": pending_photos,
         # Offered only once a selfie is usable: a link to nothing would only confuse.
-        "private_link": request.build_absolute_uri(reverse("gallery:me_resume", args=[event.slug, attendee.token]))
+        "private_link": public_url(reverse("gallery:me_resume", args=[event.slug, attendee.token]), request=request)
         if usable
         else "",
         # Refresh while matching runs (less often after 30 s, to leave CPU to the

@@ -246,3 +246,54 @@ def test_a_server_error_gets_the_products_500_page(client, settings):
 
     page = render_to_string("500.html")
     assert "Something went wrong" in page and "Nothing you uploaded was lost" in page
+
+
+# --- Links point where the site answers -----------------------------------------------
+
+
+def test_links_and_qr_code_use_the_requests_host_and_port(admin_client, event, settings, red):
+    settings.SITE_URL = ""
+    settings.ALLOWED_HOSTS = ["photos.test", "testserver"]
+    change = admin_client.get(reverse("admin:gallery_event_change", args=[event.pk]), HTTP_HOST="photos.test:8123")
+    assert "http://photos.test:8123/e/summer/" in change.content.decode()
+    me = red.get(url("me", event), HTTP_HOST="photos.test:8123").content.decode()
+    assert f"http://photos.test:8123/e/summer/me/{Attendee.objects.get().token}/" in me
+
+
+def test_site_url_wins_when_set(admin_client, event, settings, red):
+    settings.SITE_URL = "https://photos.example.org"
+    change = admin_client.get(reverse("admin:gallery_event_change", args=[event.pk]))
+    assert "https://photos.example.org/e/summer/" in change.content.decode()
+    assert "https://photos.example.org/e/summer/me/" in red.get(url("me", event)).content.decode()
+
+
+def test_the_qr_code_encodes_the_real_address(admin_client, event, settings, monkeypatch):
+    import gallery.admin
+
+    encoded = []
+    real = gallery.admin._qr_svg
+    monkeypatch.setattr(gallery.admin, "_qr_svg", lambda data: encoded.append(data) or real(data))
+    settings.SITE_URL = ""
+    settings.ALLOWED_HOSTS = ["127.0.0.1"]
+    admin_client.get(reverse("admin:gallery_event_change", args=[event.pk]), HTTP_HOST="127.0.0.1:8123")
+    assert encoded == ["http://127.0.0.1:8123/e/summer/"]
+
+
+def test_commands_print_site_url_or_a_bare_path(settings, db):
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    settings.SITE_URL = ""
+    call_command("create_event", "Gala", stdout=out)
+    assert "Attendee link: /e/gala/" in out.getvalue()
+    settings.SITE_URL = "http://127.0.0.1:8123"
+    call_command("create_event", "Gala two", stdout=out)
+    assert "Attendee link: http://127.0.0.1:8123/e/gala-two/" in out.getvalue()
+
+
+def test_make_run_prints_the_port_it_serves():
+    from tests.conftest import ROOT
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert "SITE_URL=$${SITE_URL:-http://$(HOST):$(PORT)} $(MANAGE) load_demo" in makefile
+    assert "runserver --noreload $(HOST):$(PORT)" in makefile

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gallery import services
+from gallery.links import public_url
 
 
 class Command(BaseCommand):
@@ -20,6 +20,6 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Created event {event.name!r} (slug {event.slug})."))
-        self.stdout.write(f"Attendee link: {settings.SITE_URL}{event.get_absolute_url()}")
+        self.stdout.write(f"Attendee link: {public_url(event.get_absolute_url())}")
         if event.access_code:
             self.stdout.write(f"Access code: {event.access_code}")

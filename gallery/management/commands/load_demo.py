@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from gallery import services
+from gallery.links import public_url
 from gallery.models import Event
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_photos"
@@ -23,10 +24,10 @@ class Command(BaseCommand):
         summary = services.paths_import(event=event, paths=[SAMPLES / "people", SAMPLES / "groups"])
         self.stdout.write(f"Demo event: {summary.describe()}; indexing runs in the job cluster.")
         self.stdout.write("")
-        self.stdout.write(self.style.SUCCESS(f"  Trouvaille is at   {settings.SITE_URL}/"))
-        self.stdout.write(self.style.SUCCESS(f"  Demo event:        {settings.SITE_URL}{event.get_absolute_url()}"))
+        self.stdout.write(self.style.SUCCESS(f"  Trouvaille is at   {public_url('/')}"))
+        self.stdout.write(self.style.SUCCESS(f"  Demo event:        {public_url(event.get_absolute_url())}"))
         self.stdout.write(
-            self.style.SUCCESS(f"  Admin:             {settings.SITE_URL}/admin/  user admin, password {password}")
+            self.style.SUCCESS(f"  Admin:             {public_url('/admin/')}  user admin, password {password}")
         )
         self.stdout.write(f"  Try a selfie from {SAMPLES / 'people'} (e.g. obama/obama2.jpg).")
         self.stdout.write("")
