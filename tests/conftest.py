@@ -55,6 +55,16 @@ def _isolated(settings, tmp_path: Path) -> None:
         }
 
 
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """LocaleMiddleware leaves the last request's language active in the thread:
+    a French request in one test must not turn the next test's messages French."""
+    from django.utils import translation
+
+    yield
+    translation.deactivate()
+
+
 @pytest.fixture
 def dlib_engine(settings) -> None:
     settings.FACE_BACKEND = "dlib"

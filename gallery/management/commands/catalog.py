@@ -119,13 +119,19 @@ def problems(language: str) -> list[str]:
 
 def update(language: str) -> Catalog:
     catalog = read_catalog(language)
+    created = catalog.creation_date
     # No fuzzy guesses: a new string is untranslated until someone translates it.
     catalog.update(extract_messages(), no_fuzzy_matching=True, update_header_comment=False)
     catalog.obsolete.clear()
+    # Several people add strings at once: a stable header, messages in msgid
+    # order and file names without line numbers keep their merges apart.
+    catalog.creation_date = created
+    catalog.fuzzy = False  # a fuzzy header would make msgfmt drop it, plural rules included
+    catalog.last_translator = catalog.language_team = "Trouvaille developers"
     path = po_path(language)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
-        write_po(handle, catalog, width=120, omit_header=False, include_previous=False)
+        write_po(handle, catalog, width=120, include_previous=False, include_lineno=False, sort_output=True)
     with path.with_suffix(".mo").open("wb") as handle:
         write_mo(handle, catalog)
     return catalog
