@@ -297,3 +297,21 @@ def test_make_run_prints_the_port_it_serves():
     makefile = (ROOT / "Makefile").read_text()
     assert "SITE_URL=$${SITE_URL:-http://$(HOST):$(PORT)} $(MANAGE) load_demo" in makefile
     assert "runserver --noreload $(HOST):$(PORT)" in makefile
+
+
+@pytest.mark.s3
+def test_download_all_streams_from_s3(s3_storage, client, event, run_jobs, monkeypatch):
+    """From the bucket, object by object: never a temporary copy of a photo (django-storages' read())."""
+    from storages.backends.s3 import S3File
+
+    with run_jobs():
+        for name, width in (("a.jpg", 80), ("b.jpg", 81)):
+            services.photo_import(event=event, name=name, fileobj=io.BytesIO(jpeg_bytes(RED, size=(width, 60))))
+        post_selfie(client, event)
+    monkeypatch.setattr(S3File, "_get_file", lambda self: pytest.fail("a photo was spooled whole"))
+    response = client.get(url("photos_zip", event))
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert sorted(archive.namelist()) == ["a.jpg", "b.jpg"]
+    monkeypatch.undo()
+    with Photo.objects.get(original_name="a.jpg").display.open("rb") as served:
+        assert archive.read("a.jpg") == served.read()
