@@ -101,6 +101,10 @@ class JobQuerySet(models.QuerySet):
         working = {self.state_field: self.working_state, self.error_field: ""}
         return bool(self.claimable().filter(pk=pk).update(**working, claimed_at=timezone.now()))
 
+    def reset(self) -> int:
+        """Back to pending, without error or claim, before their jobs are queued again."""
+        return self.update(**{self.state_field: self.PENDING, self.error_field: ""}, claimed_at=None)
+
     def stuck(self, *, queue_empty: bool) -> Self:
         """Rows whose job was lost: claimed longer than Q_RETRY ago, or pending that
         long while the queue is empty (while jobs still wait, a pending row is just queued)."""

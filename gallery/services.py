@@ -324,7 +324,7 @@ def photos_reindex(*, photo_ids: list[int]) -> int:
     """Reset photos to pending and queue their index jobs. Faces are replaced, not added."""
     with transaction.atomic():
         rows = list(Photo.objects.filter(id__in=photo_ids).values_list("id", "event_id"))
-        Photo.objects.filter(id__in=photo_ids).update(index_state=Photo.State.PENDING, index_error="", claimed_at=None)
+        Photo.objects.filter(id__in=photo_ids).reset()
         for photo_id, event_id in rows:
             jobs.enqueue_photo_index(photo_id, event_id=event_id)
     return len(rows)
@@ -338,7 +338,7 @@ def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> in
         selfies = selfies.stuck(queue_empty=not jobs.waiting())
     with transaction.atomic():
         ids = list(selfies.values_list("id", flat=True))
-        Selfie.objects.filter(id__in=ids).update(match_state=Selfie.State.PENDING, match_error="", claimed_at=None)
+        Selfie.objects.filter(id__in=ids).reset()
         for selfie_id in ids:
             jobs.enqueue_selfie_match(selfie_id)
     return len(ids)
