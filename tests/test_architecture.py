@@ -1,6 +1,7 @@
 """The apps depend one way: `matching` (faces) builds on `gallery` (events, photos,
 uploads, queueing), never the reverse. gallery names matching's jobs only by their
-dotted path in gallery/jobs.py, the one narrow entry point."""
+dotted path in gallery/jobs.py, the one narrow entry point. Face engines never
+query the database: they are given ids and answer about images."""
 
 from __future__ import annotations
 
@@ -46,3 +47,16 @@ def test_every_job_gallery_queues_exists():
     assert paths
     for dotted in paths:
         assert callable(import_string(dotted)), dotted
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "matching" / "engines").glob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_face_engines_never_query_the_database(path):
+    """Engines answer about images, given ids; matching.services and matching.index own the queries."""
+    forbidden = {
+        m
+        for m in _imported_modules(path)
+        if m.split(".")[0] == "gallery" or m.startswith("django.db") or m in {"matching.services", "matching.index"}
+    }
+    assert not forbidden, f"{path.relative_to(ROOT)} imports {sorted(forbidden)}: engines must not query the database"
