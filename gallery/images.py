@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from typing import IO
 
+import numpy as np
 import pillow_heif
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # iPhones take HEIC/HEIF photos. libheif applies their rotation itself and
@@ -25,6 +28,25 @@ class ImageProblem(ValueError):
     """An image we cannot use; the message is shown to people as it is."""
 
 
+# What Pillow's decoders raise on malformed data. Pillow's fuzzing found each of
+# these (a truncated PNG header is a ValueError, a short TIFF tag a struct.error):
+# all mean "not an image we can read", never a crash of the caller.
+DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+)
+NOT_READABLE = gettext_lazy("This file is not an image we can read (JPEG, PNG, WebP, HEIC, TIFF, GIF or BMP).")
+CORRUPT = gettext_lazy("The image data is corrupt or truncated.")
+
+
 def _limit_pixels() -> None:
     # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; we want one
     # clear refusal at our own limit.
@@ -38,16 +60,16 @@ def identify(fileobj: IO[bytes]) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(fileobj)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageProblem(
-            _("This file is not an image we can read (JPEG, PNG, WebP, HEIC, TIFF, GIF or BMP).")
-        ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageProblem(_too_many_pixels()) from exc
+    except DECODE_ERRORS as exc:
+        raise ImageProblem(NOT_READABLE) from exc
     if image.format not in ACCEPTED_FORMATS:
         raise ImageProblem(_("%(format)s images are not supported; use JPEG, PNG or WebP.") % {"format": image.format})
     if image.width * image.height > settings.PHOTO_MAX_PIXELS:
         raise ImageProblem(_too_many_pixels())
+    if image.width < 1 or image.height < 1:
+        raise ImageProblem(NOT_READABLE)
     return image
 
 
@@ -73,27 +95,49 @@ def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0, max_pixels: int = 0) ->
             image.draft("RGB", (draft_side, draft_side))
         image.load()
         image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageProblem(_("The image data is corrupt or truncated.")) from exc
-    if image.mode != "RGB":
+        return _to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageProblem(_too_many_pixels()) from exc
+    except DECODE_ERRORS as exc:
+        raise ImageProblem(CORRUPT) from exc
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        # 16-bit (and 32-bit) grayscale: Pillow's convert() clips every value
+        # above 255 to white, so a 16-bit PNG would come out blank. Scale instead.
+        pixels = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" and pixels.size and np.nanmax(pixels) <= 1.0:
+            pixels = pixels * 255.0  # floating-point images are usually 0..1
+        elif image.mode != "F":
+            pixels = pixels / 257.0  # 0..65535 -> 0..255
+        gray = np.nan_to_num(pixels).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "P", "PA"):
         # Transparent pixels become white rather than black.
-        if image.mode in ("RGBA", "LA", "P", "PA"):
-            image = image.convert("RGBA")
-            background = Image.new("RGB", image.size, "white")
-            background.paste(image, mask=image.getchannel("A"))
-            image = background
-        else:
-            image = image.convert("RGB")
-    return image
+        image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, "white")
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def contained_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled down to fit max_side, never to a side of 0 (a 1x3000 strip stays 1 px wide)."""
+    width, height = size
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def jpeg_file(image: Image.Image, *, max_side: int, quality: int = 88) -> ContentFile:
     """A JPEG copy no larger than max_side, with no EXIF, GPS or other metadata."""
-    if max_side and max(image.size) > max_side:
-        # Resized straight from the source: no second full-size copy in memory.
-        copy = ImageOps.contain(image, (max_side, max_side), Image.Resampling.LANCZOS)
-    else:
-        copy = image.copy()
+    size = contained_size(image.size, max_side)
+    # Resized straight from the source: no second full-size copy in memory.
+    copy = image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image.copy()
     # Pillow's JPEG writer reuses info["comment"] (and copies carry info along):
     # nothing of the original's metadata may travel into what we serve.
     copy.info.clear()
