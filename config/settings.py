@@ -7,6 +7,7 @@ with DJANGO_DEBUG=0 the unsafe defaults refuse to start (see `_check_production`
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -182,6 +183,11 @@ else:
     # Poll the ORM queue often so a selfie is picked up within a second.
     Q_CLUSTER["poll"] = env_float("Q_POLL", 0.5)
 
+# The sweeper (a django-q2 schedule, made at `migrate`) queues again, this often,
+# every photo and selfie whose job was lost: claimed longer than Q_TIMEOUT ago by
+# a worker that died, or pending with no job in the queue (`reindex --stuck`).
+Q_SWEEP_MINUTES = env_int("Q_SWEEP_MINUTES", 5)
+
 # Run jobs inline instead of queueing them (tests, debugging). Read at call time.
 JOBS_SYNC = env_bool("JOBS_SYNC", False)
 
@@ -233,7 +239,9 @@ PHOTO_MAX_PIXELS = env_int("PHOTO_MAX_PIXELS", 100_000_000)
 ARCHIVE_MAX_MEMBERS = env_int("ARCHIVE_MAX_MEMBERS", 20_000)
 SELFIE_MAX_BYTES = env_int("SELFIE_MAX_BYTES", 20 * 1024 * 1024)
 SELFIE_MAX_SIDE = env_int("SELFIE_MAX_SIDE", 1024)
-# Non-JPEG selfies decode at full size in the web process: this bounds its memory.
+# Refused above this (any format, read from the header) before anything is decoded:
+# more than any phone's selfie, and it bounds the job's decoding memory (a
+# progressive JPEG needs ~6 bytes per pixel, whatever the scale it is decoded at).
 SELFIE_MAX_PIXELS = env_int("SELFIE_MAX_PIXELS", 24_000_000)
 # Selfies one attendee may have at once (side views, glasses): their matches make one gallery.
 ATTENDEE_MAX_SELFIES = env_int("ATTENDEE_MAX_SELFIES", 3)
@@ -305,15 +313,39 @@ SESSION_COOKIE_AGE = 60 * 60 * 24 * 90  # attendees come back to new photos for 
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-# Behind a reverse proxy that sets X-Forwarded-Proto and appends the client to
-# X-Forwarded-For (nginx, docs/deploy.md); the web server is then reachable only from it.
-BEHIND_PROXY = env_bool("BEHIND_PROXY", not DEBUG)
-# Wrong event codes allowed per client and event in CODE_ATTEMPT_WINDOW seconds.
+# The reverse proxies (addresses or networks) in front of the web server: only a
+# request coming from one of them has its X-Forwarded-For believed (the last hop
+# that is not a trusted proxy is the client) and its X-Forwarded-Proto. Default:
+# nginx on the same machine in production (docs/deploy.md); nobody in debug.
+if "BEHIND_PROXY" in os.environ:
+    raise ImproperlyConfigured(
+        "BEHIND_PROXY was replaced by TRUSTED_PROXIES (the proxy addresses to believe, e.g. 127.0.0.1,::1)."
+    )
+
+
+def _networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item, strict=False) for item in env_list(name, default)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+
+
+TRUSTED_PROXIES = _networks("TRUSTED_PROXIES", "" if DEBUG else "127.0.0.1,::1")
+# Event codes tried per event in CODE_ATTEMPT_WINDOW seconds: per visitor (session),
+# and per address (larger: a venue's Wi-Fi is one address for hundreds of people).
+# Correct codes do not count.
 CODE_ATTEMPTS = env_int("CODE_ATTEMPTS", 10)
+CODE_ATTEMPTS_PER_ADDRESS = env_int("CODE_ATTEMPTS_PER_ADDRESS", 100)
 CODE_ATTEMPT_WINDOW = env_int("CODE_ATTEMPT_WINDOW", 15 * 60)
 # The language switcher's choice is kept for a year; it is not sent to other sites.
 LANGUAGE_COOKIE_AGE = 60 * 60 * 24 * 365
 LANGUAGE_COOKIE_SAMESITE = "Lax"
+# Selfie uploads per event in SELFIE_UPLOAD_WINDOW seconds: per visitor (session),
+# per address and for the whole event. Above them: 429 and a message to wait.
+SELFIE_UPLOADS_PER_CLIENT = env_int("SELFIE_UPLOADS_PER_CLIENT", 10)
+SELFIE_UPLOADS_PER_ADDRESS = env_int("SELFIE_UPLOADS_PER_ADDRESS", 300)
+SELFIE_UPLOADS_PER_EVENT = env_int("SELFIE_UPLOADS_PER_EVENT", 3000)
+SELFIE_UPLOAD_WINDOW = env_int("SELFIE_UPLOAD_WINDOW", 10 * 60)
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
@@ -327,7 +359,7 @@ if not DEBUG:
         # the operator's decision (SECURE_HSTS_PRELOAD=1), not a default.
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
-    if BEHIND_PROXY:
+    if TRUSTED_PROXIES:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
@@ -366,6 +398,10 @@ def _check_production() -> None:
         problems.append("DJANGO_SECRET_KEY must be set to a long random value")
     if not ALLOWED_HOSTS:
         problems.append("DJANGO_ALLOWED_HOSTS must list the public host names")
+    if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"] + 2:
+        # A job still running would be delivered to a second worker; and a claim
+        # is only known abandoned once Q_TIMEOUT has passed (gallery.models).
+        problems.append("Q_RETRY must exceed Q_TIMEOUT by more than 2 seconds")
     if FACE_BACKEND not in {"dlib", "rekognition"}:
         problems.append(f"FACE_BACKEND={FACE_BACKEND!r} is not a production engine (dlib, rekognition)")
     if problems:

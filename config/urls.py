@@ -14,3 +14,5 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("gallery.urls")),
 ]
+
+handler400 = "gallery.views.bad_request"

@@ -7,15 +7,27 @@ may not see is a 404, so nothing reveals that it exists.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
+import ipaddress
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 
 from gallery.models import Attendee, Event, Photo
+
+logger = logging.getLogger("trouvaille.web")
 
 
 def _unlocked_key(event: Event) -> str:
@@ -44,44 +56,156 @@ def code_matches(event: Event, code: str) -> bool:
     return hmac.compare_digest(_normalised(code).encode(), _normalised(event.access_code).encode())
 
 
-def _code_digest(event: Event) -> str:
+def code_digest(event: Event) -> str:
     # The session remembers which code opened the event: changing a leaked code
     # locks out everyone who got in with the old one.
     return hashlib.sha256(f"{event.pk}:{_normalised(event.access_code)}".encode()).hexdigest()
 
 
 def event_is_unlocked(request: HttpRequest, event: Event) -> bool:
-    return not event.access_code or request.session.get(_unlocked_key(event)) == _code_digest(event)
+    return not event.access_code or request.session.get(_unlocked_key(event)) == code_digest(event)
 
 
 def event_unlock(request: HttpRequest, event: Event) -> None:
-    request.session[_unlocked_key(event)] = _code_digest(event)
+    request.session[_unlocked_key(event)] = code_digest(event)
+
+
+def _trusted_proxy(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in settings.TRUSTED_PROXIES)
 
 
 def client_ip(request: HttpRequest) -> str:
-    """The client's address; behind our proxy, the one it appended to X-Forwarded-For."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if settings.BEHIND_PROXY and forwarded:
-        return forwarded.rsplit(",", 1)[-1].strip()
-    return request.META.get("REMOTE_ADDR", "")
+    """The client's address: REMOTE_ADDR, or, when that is one of our TRUSTED_PROXIES,
+    the last X-Forwarded-For hop that is not (what our nearest untrusted neighbour said).
+
+    Hops further left were written by the client and are never believed: rotating
+    them must not make a client look like many.
+    """
+    remote = request.META.get("REMOTE_ADDR", "")
+    if not _trusted_proxy(remote):
+        return remote
+    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted_proxy(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return remote  # a trusted proxy passed on something that is no address
+        remote = hop
+    return remote
 
 
-def _attempts_key(request: HttpRequest, event: Event) -> str:
-    return f"code-attempts:{event.pk}:{client_ip(request)}"
+# --- Counting attempts ----------------------------------------------------------
+#
+# Fixed windows counted in the cache (Redis in production), incremented BEFORE the
+# work they limit: incr() is atomic, so 40 concurrent attempts get exactly `limit`
+# through. When the cache is unreachable (Redis down) the counts go to this
+# process's memory instead: limits keep holding per process and pages keep working.
+
+_fallback_cache = LocMemCache("trouvaille-limits-fallback", {"MAX_ENTRIES": 100_000})
 
 
-def code_attempts_exhausted(request: HttpRequest, event: Event) -> bool:
-    """Too many wrong codes from this client lately: the code is not to be guessed."""
-    return cache.get(_attempts_key(request, event), 0) >= settings.CODE_ATTEMPTS
+@contextlib.contextmanager
+def _atomic(store: BaseCache) -> Iterator[None]:
+    """Redis and local memory count atomically; the file cache (embedded setup, one
+    machine) reads then writes, so its counts are serialised with a file lock."""
+    if not isinstance(store, FileBasedCache):
+        yield
+        return
+    Path(store._dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(store._dir) / "limits.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
-def code_attempt_failed(request: HttpRequest, event: Event) -> None:
-    key = _attempts_key(request, event)
-    cache.add(key, 0, timeout=settings.CODE_ATTEMPT_WINDOW)
+def _incr(key: str, window: int, amount: int = 1) -> int:
+    for store in (caches["default"], _fallback_cache):
+        try:
+            with _atomic(store):
+                return _incr_in(store, key, window, amount)
+        except Exception:  # any cache outage (Redis down): counted locally instead
+            if store is _fallback_cache:
+                raise
+            logger.warning("rate-limit cache unreachable; counting in this process", exc_info=True)
+    raise AssertionError("unreachable")
+
+
+def _incr_in(store: BaseCache, key: str, window: int, amount: int) -> int:
+    if amount < 0:  # giving back: only while the window lasts
+        try:
+            return store.incr(key, amount)
+        except ValueError:
+            return 0
+    store.add(key, 0, timeout=window)
     try:
-        cache.incr(key)
+        return store.incr(key, amount)
     except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=settings.CODE_ATTEMPT_WINDOW)
+        store.set(key, amount, timeout=window)
+        return amount
+
+
+def _session_id(request: HttpRequest) -> str:
+    # A session of its own for each visitor, so one person's wrong codes (or
+    # selfies) never count against everyone behind the same address.
+    if not request.session.session_key:
+        request.session.save()
+    return request.session.session_key or ""
+
+
+@dataclass
+class Attempt:
+    """One counted attempt; `allowed` False when a limit is reached. `give_back` uncounts it."""
+
+    keys: list[tuple[str, int]]
+    allowed: bool
+
+    def give_back(self) -> None:
+        for key, window in self.keys:
+            _incr(key, window, -1)
+
+
+def _attempt(limits: list[tuple[str, int, int]]) -> Attempt:
+    """Count one attempt against each (key, limit, window) in turn, stopping at the first
+    limit reached: a visitor over its own limit does not use up its address's."""
+    counted: list[tuple[str, int]] = []
+    for key, limit, window in limits:
+        counted.append((key, window))
+        if _incr(key, window) > limit:
+            return Attempt(keys=counted, allowed=False)
+    return Attempt(keys=counted, allowed=True)
+
+
+def code_attempt(request: HttpRequest, event: Event) -> Attempt:
+    """Count an attempt at the event's code, per session and per address.
+
+    A correct code is given back (Attempt.give_back), so only wrong ones add up.
+    The session limit (CODE_ATTEMPTS) stops one visitor guessing; the larger
+    address limit (CODE_ATTEMPTS_PER_ADDRESS) stops one that drops its cookies,
+    without locking out a venue's Wi-Fi when a neighbour mistyped ten times.
+    """
+    window = settings.CODE_ATTEMPT_WINDOW
+    return _attempt(
+        [
+            (f"code-attempts:{event.pk}:s:{_session_id(request)}", settings.CODE_ATTEMPTS, window),
+            (f"code-attempts:{event.pk}:a:{client_ip(request)}", settings.CODE_ATTEMPTS_PER_ADDRESS, window),
+        ]
+    )
+
+
+def selfie_upload_attempt(request: HttpRequest, event: Event) -> Attempt:
+    """Count a selfie upload per session, per address and per event (SELFIE_UPLOADS_* settings)."""
+    window = settings.SELFIE_UPLOAD_WINDOW
+    return _attempt(
+        [
+            (f"selfie-uploads:{event.pk}:s:{_session_id(request)}", settings.SELFIE_UPLOADS_PER_CLIENT, window),
+            (f"selfie-uploads:{event.pk}:a:{client_ip(request)}", settings.SELFIE_UPLOADS_PER_ADDRESS, window),
+            (f"selfie-uploads:{event.pk}", settings.SELFIE_UPLOADS_PER_EVENT, window),
+        ]
+    )
 
 
 def unlocked_event_for_attendee(request: HttpRequest, slug: str) -> Event:
@@ -140,12 +264,17 @@ def attendee_for_visitor(request: HttpRequest, event: Event) -> Attendee | None:
 def private_link_open(request: HttpRequest, event: Event, token: str) -> Attendee | None:
     """Show the attendee a private link names in this browser; None for a wrong event or a deleted or wrong token.
 
-    The link stands for the event code too: only someone who got past it was
-    given one. It does not make the attendee this browser's own.
+    The link stands for the event code it was made under (the code when its
+    attendee last took a selfie), and for no other. It does not make the
+    attendee this browser's own.
     """
     attendee = Attendee.objects.by_token(event=event, token=token).first()
     if attendee is not None:
-        event_unlock(request, event)
+        # Only while the code is the one the link was made under: a leaked link
+        # must not outlive a leaked code. After the new code is entered, the
+        # link shows its own photos again (README, "Private links").
+        if attendee.code_digest == code_digest(event):
+            event_unlock(request, event)
         attendee_remember(request, attendee, own=False)
     return attendee
 

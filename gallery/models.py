@@ -28,13 +28,33 @@ def photo_derived_path(photo: Photo, filename: str) -> str:
     return f"events/{photo.event_id}/derived/{photo.content_hash[:2]}/{filename}"
 
 
+# A selfie is first stored as uploaded ("original-..."), then replaced by the
+# matching job with a small metadata-free JPEG.
+ORIGINAL_PREFIX = "original-"
+
+
 def selfie_path(selfie: Selfie, filename: str) -> str:
-    return f"events/{selfie.event_id}/selfies/{secrets.token_hex(16)}.jpg"
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else "jpg"
+    prefix = ORIGINAL_PREFIX if filename.startswith("original.") else ""
+    return f"events/{selfie.event_id}/selfies/{prefix}{secrets.token_hex(16)}.{suffix}"
+
+
+# How long past Q_TIMEOUT a claim may still belong to a running job: django-q2's
+# guard stops a job within a cycle (0.5 s) of its timeout; the rest is for clocks.
+CLAIM_GRACE_SECONDS = 2
 
 
 def claims_expire_before() -> datetime:
-    """Claims older than the cluster's retry time were abandoned: their worker died."""
-    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["retry"])
+    """Claims older than this were abandoned: their worker died.
+
+    A job claims its row after django-q2 started its timeout clock, and is
+    stopped once Q_TIMEOUT has passed; so a claim older than Q_TIMEOUT (plus a
+    grace) has no running job behind it. Not Q_RETRY: the broker's retry clock
+    starts when the job is fetched, before the claim, so a job delivered again
+    after Q_RETRY would find the claim of its dead first delivery a little too
+    young and skip itself, leaving the row claimed for ever (issue #8).
+    """
+    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + CLAIM_GRACE_SECONDS)
 
 
 class Event(models.Model):
@@ -106,7 +126,7 @@ class JobQuerySet(models.QuerySet):
         return self.update(**{self.state_field: self.PENDING, self.error_field: ""}, claimed_at=None)
 
     def stuck(self, *, queue_empty: bool) -> Self:
-        """Rows whose job was lost: claimed longer than Q_RETRY ago, or pending that
+        """Rows whose job was lost: claimed longer than Q_TIMEOUT ago, or pending that
         long while the queue is empty (while jobs still wait, a pending row is just queued)."""
         before = claims_expire_before()
         stuck = self._in(self.working_state, claimed_at__lt=before)
@@ -226,6 +246,9 @@ class Attendee(models.Model):
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="attendees")
     # The private link's secret: whoever holds it sees, and may delete, this attendee's photos.
     token = models.CharField(max_length=64, unique=True, default=_new_token, editable=False)
+    # Which event code this attendee last took a selfie under (gallery.access.code_digest):
+    # their private link opens the event only while that code is still the code.
+    code_digest = models.CharField(max_length=64, blank=True, editable=False)
     consent_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -20,15 +20,16 @@ from typing import IO
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
+from PIL import Image
 
-from gallery import jobs
-from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file, load_rgb
-from gallery.models import Attendee, Event, Photo, Rejection, Selfie
+from gallery import access, jobs
+from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file
+from gallery.models import ORIGINAL_PREFIX, Attendee, Event, Photo, Rejection, Selfie
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -163,6 +164,13 @@ def archive_import(*, event: Event, fileobj: IO[bytes], name: str = "archive.zip
         summary.rejected.append((name, "not a valid zip archive"))
         return summary
     with archive:
+        if archive.infolist() and min(info.header_offset for info in archive.infolist()) != 0:
+            # A whole zip starts with its first member. Otherwise zipfile found a
+            # central directory further in: a truncated archive whose last
+            # readable directory is that of a zip stored inside it, or data
+            # prepended to an archive. Either way, not what the organizer meant.
+            summary.rejected.append((name, "not a valid zip archive (truncated, or not a zip from its start)"))
+            return summary
         members = [info for info in archive.infolist() if not info.is_dir() and not _is_junk(info.filename)]
         if len(members) > settings.ARCHIVE_MAX_MEMBERS:
             summary.rejected.append((name, f"more than {settings.ARCHIVE_MAX_MEMBERS} files in one archive"))
@@ -188,6 +196,9 @@ def archive_import(*, event: Event, fileobj: IO[bytes], name: str = "archive.zip
 
 
 def _is_junk(member: str) -> bool:
+    # Windows archivers write "\\" separators: "..\\x.jpg" is the photo x.jpg (its
+    # name is never used as a path), not a hidden file.
+    member = member.replace("\\", "/")
     base = PurePosixPath(member).name
     return member.startswith(_SKIPPED_NAMES) or base.startswith(".") or base in _SKIPPED_NAMES
 
@@ -219,6 +230,9 @@ def paths_import(
     for path in expand_paths(paths):
         if not path.exists():
             result = ImportSummary(rejected=[(str(path), "no such file or folder")])
+        elif not path.is_file():
+            # Opening a FIFO would wait forever for a writer; devices and sockets are no photos.
+            result = ImportSummary(rejected=[(str(path), "not a regular file (a pipe, device or socket)")])
         else:
             try:
                 with path.open("rb") as handle:
@@ -238,10 +252,19 @@ class SelfieLimit(ValueError):
     """The attendee already has as many selfies as allowed."""
 
 
+class SelfieNotStored(Exception):
+    """The database or storage refused the selfie for now (busy, unreachable); nothing was kept."""
+
+
 def selfie_create(
     *, event: Event, upload: IO[bytes], consent: bool, attendee: Attendee | None = None, replace: bool = False
 ) -> Selfie:
-    """Store a compressed, metadata-free copy of the selfie and queue its matching.
+    """Store the selfie as it came and queue its matching; the job makes the small copy.
+
+    Only the header is read here (format, size, pixel count): decoding, resizing
+    and stripping metadata cost memory and CPU that a web request must not spend
+    (a 10000x10000 progressive JPEG needs ~600 MB to decode), so the matching job
+    does them, replacing this file with a small metadata-free JPEG.
 
     Without `attendee`, the selfie starts a new attendee (a new private link).
     With one, it is added to their selfies (at most ATTENDEE_MAX_SELFIES that
@@ -249,7 +272,8 @@ def selfie_create(
     all of them, keeping the attendee and their private link. Failed selfies of
     the attendee go either way: they never found anything.
 
-    Raises ImageProblem (with a message for the attendee) for unusable images.
+    Raises ImageProblem (with a message for the attendee) for unusable images, and
+    SelfieNotStored when the database refuses the write; in both cases no file is left.
     """
     if not consent:
         raise ValueError("Consent is required.")
@@ -264,18 +288,28 @@ def selfie_create(
         raise ImageProblem(
             _("This photo is too large; the limit is %(size)s.") % {"size": filesizeformat(settings.SELFIE_MAX_BYTES)}
         )
-    image = load_rgb(upload, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
+    image = identify(upload)
+    if image.width * image.height > settings.SELFIE_MAX_PIXELS:
+        raise ImageProblem(_("This photo has too many pixels for a selfie; please use a smaller one."))
+    upload.seek(0)
     now = timezone.now()
     selfie = Selfie(event=event, consent_at=now)
-    selfie.image.save("selfie.jpg", jpeg_file(image, max_side=settings.SELFIE_MAX_SIDE, quality=85), save=False)
-    with transaction.atomic():
-        if attendee is None:
-            attendee = Attendee.objects.create(event=event, consent_at=now)
-        # The deletion signals remove their files and remote faces (after commit).
-        (attendee.selfies.all() if replace else attendee.selfies.failed()).delete()
-        selfie.attendee = attendee
-        selfie.save()
-        jobs.enqueue_selfie_match(selfie.pk)
+    selfie.image.save(f"original.{file_suffix(image)}", File(upload), save=False)
+    try:
+        with transaction.atomic():
+            if attendee is None:
+                attendee = Attendee.objects.create(event=event, consent_at=now)
+            # Their private link now stands for the code this selfie was taken under.
+            Attendee.objects.filter(pk=attendee.pk).update(code_digest=access.code_digest(event))
+            # The deletion signals remove their files and remote faces (after commit).
+            (attendee.selfies.all() if replace else attendee.selfies.failed()).delete()
+            selfie.attendee = attendee
+            selfie.save()
+            jobs.enqueue_selfie_match(selfie.pk)
+    except DatabaseError as exc:
+        # A face must never stay on disk without the row that would delete it.
+        selfie.image.storage.delete(selfie.image.name)
+        raise SelfieNotStored(str(exc)) from exc
     return selfie
 
 
@@ -285,6 +319,25 @@ def selfie_image_drop(*, selfie_id: int) -> None:
         name = Selfie.objects.filter(pk=selfie_id).values_list("image", flat=True).first()
         if name and Selfie.objects.filter(pk=selfie_id, image=name).update(image=""):
             jobs.enqueue_files_delete([name])
+
+
+def selfie_is_original(selfie: Selfie) -> bool:
+    """Is the stored file still the upload as it came (not yet the small copy)?"""
+    return PurePosixPath(selfie.image.name).name.startswith(ORIGINAL_PREFIX)
+
+
+def selfie_copy_store(*, selfie: Selfie, image: Image.Image) -> bool:
+    """Replace the stored upload by a small, metadata-free JPEG of `image` (the job's work).
+
+    False when the selfie was deleted meanwhile (the new copy is removed again).
+    """
+    original = selfie.image.name
+    selfie.image.save("selfie.jpg", jpeg_file(image, max_side=settings.SELFIE_MAX_SIDE, quality=85), save=False)
+    if Selfie.objects.filter(pk=selfie.pk, image=original).update(image=selfie.image.name):
+        selfie.image.storage.delete(original)
+        return True
+    selfie.image.storage.delete(selfie.image.name)
+    return False
 
 
 def attendee_delete(*, attendee: Attendee) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import TooManyFilesSent
 from django.db.models.fields.files import FieldFile
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -65,7 +66,8 @@ def event(request: HttpRequest, slug: str) -> HttpResponse:
         form = CodeForm(request.POST) if request.method == "POST" else CodeForm()
         status = 200
         if request.method == "POST" and form.is_valid():
-            if access.code_attempts_exhausted(request, event):
+            attempt = access.code_attempt(request, event)
+            if not attempt.allowed:
                 wait = settings.CODE_ATTEMPT_WINDOW // 60
                 form.add_error(
                     "code",
@@ -78,10 +80,10 @@ def event(request: HttpRequest, slug: str) -> HttpResponse:
                 )
                 status = 429
             elif access.code_matches(event, form.cleaned_data["code"]):
+                attempt.give_back()  # only wrong codes count
                 access.event_unlock(request, event)
                 return redirect("gallery:event", slug=event.slug)
             else:
-                access.code_attempt_failed(request, event)
                 form.add_error("code", _("That code is not right. Check the invitation and try again."))
         status = 400 if form.errors and status == 200 else status
         return render(request, "gallery/code.html", {"event": event, "form": form}, status=status)
@@ -101,7 +103,11 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     # starting over only ever touches this browser's own attendee.
     own = access.own_attendee(request, event)
     attendee = access.attendee_for_visitor(request, event) if adding else own
-    if form.is_valid():
+    status, headers = 400, {}
+    if form.is_valid() and not access.selfie_upload_attempt(request, event).allowed:
+        form.add_error("image", _("Too many selfies in a short time. Please wait a few minutes, then try again."))
+        status, headers = 429, {"Retry-After": str(settings.SELFIE_UPLOAD_WINDOW)}
+    elif form.is_valid():
         try:
             selfie = services.selfie_create(
                 event=event,
@@ -112,11 +118,18 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
             )
         except (ImageProblem, services.SelfieLimit) as exc:
             form.add_error("image", str(exc))
+        except services.SelfieNotStored:
+            logger.warning("selfie not stored: database busy or unreachable", exc_info=True)
+            form.add_error("image", _("We could not save your selfie just now. Please try again in a minute."))
+            status, headers = 503, {"Retry-After": "60"}
         else:
             access.attendee_remember(request, selfie.attendee, own=attendee is None or attendee == own)
             return redirect("gallery:me", slug=event.slug)
     context = {"event": event, "form": form, "attendee": access.attendee_for_visitor(request, event), "adding": adding}
-    return render(request, "gallery/event.html", context, status=400)
+    response = render(request, "gallery/event.html", context, status=status)
+    for header, value in headers.items():
+        response[header] = value
+    return response
 
 
 def _pending_photos(event_id: int) -> int:
@@ -304,6 +317,19 @@ def _zip_members(photos: Iterator[Photo]) -> Iterator[tuple[str, FieldFile]]:
             name = f"{stem}-{n}.jpg"
         used.add(name.casefold())
         yield name, photo.display
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """400 with a message a person can act on for the cases we know (handler400)."""
+    message = ""
+    if isinstance(exception, TooManyFilesSent):
+        # Django refuses the whole request while parsing it, before any view runs
+        # (CSRF reads the form first): the admin's upload page cannot answer itself.
+        message = _(
+            "More than %(count)s files in one upload. Upload the photos in several smaller batches, "
+            "as a zip archive, or with `manage.py import_photos` on the server."
+        ) % {"count": f"{settings.DATA_UPLOAD_MAX_NUMBER_FILES:,}"}
+    return render(request, "400.html", {"message": message}, status=400)
 
 
 @never_cache

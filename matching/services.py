@@ -2,9 +2,10 @@
 
 Each job claims its row with a conditional update (pending -> processing), so
 two workers never index the same photo, and a job that finds nothing to claim
-returns without touching anything. A claim older than the cluster's retry time
-is considered abandoned (the worker died) and may be taken again (see the
-QuerySets in gallery.models).
+returns without touching anything. A claim older than the cluster's timeout
+is considered abandoned (the worker died) and is taken again by the job's next
+delivery, or by the sweeper (matching.tasks.stuck_requeue_task, scheduled in
+django-q2) when no delivery comes (see the QuerySets in gallery.models).
 
 Re-matching needs no extra job: a photo job commits its faces first and then
 compares them with the event's enrolled selfies; a selfie job commits its
@@ -32,7 +33,7 @@ from PIL import Image
 from gallery import jobs
 from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.models import Event, Face, Match, Photo, Selfie
-from gallery.services import selfie_image_drop
+from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
 from matching import index
 from matching.engines import get_engine
 from matching.engines.base import EmbeddingEngine, FaceEngine, FaceGone, FoundFace, HostedEngine, PhotoFaces
@@ -262,7 +263,16 @@ def selfie_match(*, selfie_id: int) -> str:
 def _selfie_enroll(*, engine: FaceEngine, selfie: Selfie) -> bool:
     """Find the selfie's face and store it; False when the selfie was deleted meanwhile."""
     with selfie.image.open("rb") as stored:
-        image = load_rgb(stored)
+        # Decoded at reduced scale where the format allows (JPEG): a selfie
+        # never needs more than SELFIE_MAX_SIDE pixels a side.
+        image = load_rgb(stored, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
+    if selfie_is_original(selfie):
+        # Stored as uploaded (gallery.services.selfie_create): keep only a small
+        # metadata-free copy from now on, and enroll exactly what is kept.
+        if not selfie_copy_store(selfie=selfie, image=image):
+            return False
+        with selfie.image.open("rb") as stored:
+            image = load_rgb(stored)
     face = engine.enroll_selfie(event_id=selfie.event_id, selfie_id=selfie.pk, image=image)
     if face is None:
         raise ImageProblem(NO_FACE_MESSAGE)
