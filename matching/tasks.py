@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django_q.exceptions import TimeoutException
 
+from gallery import services as gallery_services
 from matching import services
 from matching.engines import get_engine
 
@@ -91,3 +92,30 @@ def event_forget_task(event_id: int, engine: str, job_id: str = "") -> str:
         return "forgotten"
 
     return _run("event_forget", job_id, forget, event_id=event_id)
+
+
+# The name of the django-q2 schedule that runs the sweeper (see matching.apps).
+SWEEP_SCHEDULE = "Requeue lost photo and selfie jobs"
+
+
+def stuck_requeue_task(job_id: str = "") -> str:
+    """The sweeper: what `reindex --stuck` and `rematch --stuck` do, every Q_SWEEP_MINUTES.
+
+    A photo or selfie whose job died with its worker (on Redis, which never
+    delivers a job twice; on the ORM broker, when the delivery came too early)
+    is queued again, so nothing stays "processing" without a job that will end it.
+    """
+
+    def sweep() -> str:
+        photos = gallery_services.event_reindex(stuck_only=True)
+        selfies = gallery_services.event_rematch(stuck_only=True)
+        if photos or selfies:
+            logger.warning(
+                "requeued %s stuck photos and %s stuck selfies",
+                photos,
+                selfies,
+                extra={"photos": photos, "selfies": selfies},
+            )
+        return f"requeued {photos} photos, {selfies} selfies"
+
+    return _run("stuck_requeue", job_id, sweep)

@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stuck",
             action="store_true",
-            help="Only photos pending or processing for longer than Q_RETRY (lost jobs).",
+            help="Only photos pending or processing for longer than Q_TIMEOUT (lost jobs).",
         )
 
     def handle(self, *args: object, slug: str | None, failed: bool, stuck: bool, **options: object) -> None:

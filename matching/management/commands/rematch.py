@@ -12,7 +12,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug", nargs="?", help="The event's slug (default: every event).")
         parser.add_argument(
-            "--stuck", action="store_true", help="Only selfies pending or matching for longer than Q_RETRY (lost jobs)."
+            "--stuck", action="store_true", help="Only selfies pending or matching longer than Q_TIMEOUT (lost jobs)."
         )
 
     def handle(self, *args: object, slug: str | None, stuck: bool, **options: object) -> None:
