@@ -23,12 +23,40 @@ from gallery.models import Face, Photo, Selfie
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-_CACHE_EVENTS = 8
-# (event, engine) -> (version, photo id per face, faces x dims matrix, squared norm per face)
+# (event, engine) -> (version, photo id per face, faces x dims matrix, squared norm per face),
+# least recently used first. Bounded by the bytes of its arrays (FACE_CACHE_MAX_BYTES), not
+# by a count of events: one event of 300k faces weighs as much as 300 events of 1k faces.
 _cache: OrderedDict[tuple[int, str], tuple[tuple, NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]] = (
     OrderedDict()
 )
 _cache_lock = Lock()
+
+
+def _entry_bytes(entry: tuple) -> int:
+    return sum(array.nbytes for array in entry[1:])
+
+
+def cache_bytes() -> int:
+    """Bytes held by this process's face-matrix cache (the arrays, not Python overhead)."""
+    with _cache_lock:
+        return sum(_entry_bytes(entry) for entry in _cache.values())
+
+
+def _cache_store(key: tuple[int, str], entry: tuple) -> None:
+    """Keep entry, evicting the least recently used events until the cache fits its byte budget.
+
+    An event larger than the whole budget is not kept (every search rebuilds it): the
+    budget is a promise about the worker's memory, not a hint.
+    """
+    limit = settings.FACE_CACHE_MAX_BYTES
+    with _cache_lock:
+        _cache.pop(key, None)  # the stale version of this event, if any
+        if _entry_bytes(entry) <= limit:
+            _cache[key] = entry
+        total = sum(_entry_bytes(cached) for cached in _cache.values())
+        while total > limit:
+            _, evicted = _cache.popitem(last=False)
+            total -= _entry_bytes(evicted)
 
 
 def _event_faces(event_id: int, engine: str):
@@ -65,11 +93,7 @@ def _event_index(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray
     photo_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     matrix = _matrix([row[1] for row in rows])
     norms = np.einsum("ij,ij->i", matrix, matrix)
-    with _cache_lock:
-        _cache[key] = (version, photo_ids, matrix, norms)
-        _cache.move_to_end(key)
-        while len(_cache) > _CACHE_EVENTS:
-            _cache.popitem(last=False)
+    _cache_store(key, (version, photo_ids, matrix, norms))
     return photo_ids, matrix, norms
 
 
