@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format venv clean
+.PHONY: run test lint format venv clean loadtest
 
 venv: $(STAMP)
 
@@ -38,6 +38,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Locust against gunicorn + a qcluster with production settings on loopback (tests/load/run.py):
+# make loadtest USERS=100 SPAWN_RATE=10 RUN_TIME=3m [LOAD_ARGS="--backend sqlite --photos 500"]
+USERS ?= 30
+SPAWN_RATE ?= 5
+RUN_TIME ?= 10m
+loadtest: $(STAMP)
+	$(PY) -m tests.load.run --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) $(LOAD_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,33 +1,31 @@
 """Benchmark: the cost of a selfie search vs. event size (matching/index.py).
 
-Run from the project root (not collected by pytest; takes ~1-3 minutes):
+Run from the project root (not collected by pytest; ~5-15 minutes with 1M faces):
 
     .venv/bin/python -m tests.bench.bench_matching
-    .venv/bin/python -m tests.bench.bench_matching --postgres postgres://postgres@127.0.0.1:5432/test
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/test .venv/bin/python -m tests.bench.bench_matching
+    .venv/bin/python -m tests.bench.bench_matching --postgres postgres://postgres@127.0.0.1:5432/postgres
     .venv/bin/python -m tests.bench.bench_matching --sizes 1000,10000 --db-sizes 1000 --json /tmp/matching.json
 
-What it measures, per event size (number of indexed faces):
+What it measures, per event size (number of indexed faces), on the code as it is:
 
-1. The search itself, in memory: `np.linalg.norm(matrix - probe, axis=1)` and the
-   thresholding `matching.index._best_per_key`, exactly as `photos_near` does, on
-   synthetic L2-normalised 128-d float32 embeddings (a few planted near-duplicates
-   of the probe so thresholding has hits to visit). Also, for comparison, the same
-   distances from one matrix-vector product with cached squared norms.
-2. Building the matrix from database rows: `matching.index._event_index` cold
-   (per-process cache cleared) and warm (cache hit: only the version query runs),
-   with a breakdown of the cold path (version query, row fetch, np.stack) and two
-   cheaper alternatives (b"".join of the rows instead of np.stack; a version
-   computed from the Photo rows instead of the Face rows), on a
-   real database: always a temporary SQLite file (the project's WAL settings), and
-   also PostgreSQL when --postgres or a postgres DATABASE_URL is given. For
-   PostgreSQL a scratch database `trouvaille_bench_<pid>` is created on that
-   server and dropped at the end; the database named in the URL is only used to
-   connect. Rows are created with bulk_create (3 faces per photo).
-3. Memory: the cached matrix (MB), the transient copy made by `matrix - probe`,
-   and the peak Python allocation while building the matrix (tracemalloc).
+1. The search in memory: the distances exactly as `matching.index.photos_near` computes
+   them (|m|^2 - 2 m.p + |p|^2 with the cached squared norms, one matrix-vector product)
+   and `_best_per_key`, on synthetic L2-normalised 128-d float32 embeddings (a few
+   planted near-duplicates of the probe so thresholding has hits to visit); and, for
+   comparison with the numbers from before the optimisation, `norm(matrix - probe)`.
+2. The per-worker index on a real database: `photos_near` cold (cache cleared: the
+   version query, the row fetch, the matrix and its norms are built) and warm (cache hit:
+   only the version query runs), with the cold path broken down step by step. Always a
+   temporary SQLite file (the project's WAL settings), and also PostgreSQL when
+   --postgres or a postgres DATABASE_URL is given: a scratch database
+   `trouvaille_bench_<pid>` is created on that server and dropped at the end. Rows are
+   created with bulk_create (3 faces per photo).
+3. Memory per worker: the cached arrays (`matching.index.cache_bytes()`, bounded by
+   FACE_CACHE_MAX_BYTES), the worker's RSS before and after (psutil), and the peak
+   Python allocation while building (tracemalloc sees numpy too).
 
-Each database run happens in a subprocess (settings read DATABASE_URL once).
+Timings use `timeit` (one call per sample, the median of several samples). Each
+database run happens in a subprocess (settings read DATABASE_URL once).
 """
 
 from __future__ import annotations
@@ -40,21 +38,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 import tracemalloc
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from tests.bench.machine import BusyMeter
+from tests.bench.machine import BusyMeter, rss_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 DIM = 128
 FACES_PER_PHOTO = 3
 PLANTED = 25  # faces near the probe, so thresholding visits some hits
 TOLERANCE = 0.6
-DEFAULT_SIZES = "1000,10000,100000,300000"
-WORKER_TIMEOUT = 900  # seconds, one database run
+DEFAULT_SIZES = "1000,10000,100000,300000,1000000"
+WORKER_TIMEOUT = 3600  # seconds, one database run
 
 
 # --- Helpers ----------------------------------------------------------------------------
@@ -89,15 +88,13 @@ def synthetic(n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return photo_ids, matrix, probe
 
 
-def timed(func, repeat: int) -> tuple[list[float], object]:
-    """Run func `repeat` times; milliseconds per run and the last result."""
-    samples, result = [], None
-    for _ in range(repeat):
-        result = None  # free the previous run's arrays first, as a worker would
-        started = time.perf_counter()
-        result = func()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples, result
+def timed(func, repeat: int, timer=time.perf_counter) -> list[float]:
+    """Milliseconds per call of func, `repeat` samples of one call each (timeit, GC off while timing).
+
+    With timer=time.process_time: this process's CPU time (all its BLAS threads), which
+    other processes on a shared machine inflate much less than wall time.
+    """
+    return [seconds * 1000 for seconds in timeit.repeat(func, number=1, repeat=repeat, timer=timer)]
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -114,14 +111,6 @@ def mb(nbytes: int) -> float:
     return round(nbytes / 2**20, 2)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 def repeats_for(n: int, requested: int) -> int:
     return requested if n <= 10_000 else max(5, requested // 3)
 
@@ -135,57 +124,50 @@ def bench_search(sizes: list[int], repeat: int) -> list[dict]:
     results = []
     for n in sizes:
         photo_ids, matrix, probe = synthetic(n)
+        norms = np.einsum("ij,ij->i", matrix, matrix)
         runs = repeats_for(n, repeat)
 
-        def norm_only(matrix=matrix, probe=probe):
+        def distances(matrix=matrix, probe=probe, norms=norms):
+            # Exactly matching.index.photos_near once it has the event's arrays.
+            p = probe.astype(np.float32)
+            squared = norms - 2 * (matrix @ p) + p.dot(p)
+            return np.sqrt(np.maximum(squared, 0, out=squared), out=squared)
+
+        def search(photo_ids=photo_ids):
+            return _best_per_key(photo_ids, distances(), TOLERANCE)
+
+        def norm_before(matrix=matrix, probe=probe):
+            # The distances before the optimisation: a faces x dims temporary per search.
             return np.linalg.norm(matrix - probe.astype(np.float32), axis=1)
 
-        def search(matrix=matrix, probe=probe, photo_ids=photo_ids):
-            # Exactly matching.index.photos_near after _event_index().
-            distances = np.linalg.norm(matrix - probe.astype(np.float32), axis=1)
-            return _best_per_key(photo_ids, distances, TOLERANCE)
-
-        norms_sq = np.einsum("ij,ij->i", matrix, matrix)
-
-        def search_matmul(matrix=matrix, probe=probe, photo_ids=photo_ids, norms_sq=norms_sq):
-            # Alternative: |m - p|^2 = |m|^2 - 2 m.p + |p|^2, with |m|^2 cached next to the matrix.
-            p = probe.astype(np.float32)
-            squared = norms_sq - 2 * (matrix @ p) + p.dot(p)
-            distances = np.sqrt(np.maximum(squared, 0))
-            return _best_per_key(photo_ids, distances, TOLERANCE)
-
-        search()  # warm-up (page faults, caches)
-        norm_samples, distances = timed(norm_only, runs)
-        threshold_samples, _ = timed(lambda d=distances, p=photo_ids: _best_per_key(p, d, TOLERANCE), runs)
-        search_samples, hits = timed(search, runs)
-        search_matmul()
-        matmul_samples, hits_matmul = timed(search_matmul, runs)
-        agree = set(hits) == set(hits_matmul) and all(abs(hits[k] - hits_matmul[k]) < 1e-5 for k in hits)
-        results.append(
-            {
-                "faces": n,
-                "hits": len(hits),
-                "norm": summary(norm_samples),
-                "threshold": summary(threshold_samples),
-                "search": summary(search_samples),
-                "search_matmul": summary(matmul_samples),
-                "matmul_agrees": agree,
-                "matrix_mb": mb(matrix.nbytes),
-                "photo_ids_mb": mb(photo_ids.nbytes),
-                "transient_mb": mb(matrix.nbytes),  # `matrix - probe` allocates one more matrix
-            }
-        )
+        hits = search()  # warm-up (page faults, caches)
+        reference = _best_per_key(photo_ids, norm_before(), TOLERANCE)
+        agree = set(hits) == set(reference) and all(abs(hits[k] - reference[k]) < 1e-4 for k in hits)
+        computed = distances()
+        rows = {
+            "faces": n,
+            "hits": len(hits),
+            "agrees_with_norm": agree,
+            "distances": summary(timed(distances, runs)),
+            "threshold": summary(timed(lambda d=computed, p=photo_ids: _best_per_key(p, d, TOLERANCE), runs)),
+            "search": summary(timed(search, runs)),
+            "search_cpu": summary(timed(search, runs, timer=time.process_time)),
+            "norm_before": summary(timed(norm_before, max(3, runs // 3))),
+            "arrays_mb": mb(matrix.nbytes + photo_ids.nbytes + norms.nbytes),
+        }
+        results.append(rows)
         print(
-            f"  search {n:>7} faces: {results[-1]['search']['median_ms']:9.2f} ms median "
-            f"(norm {results[-1]['norm']['median_ms']:.2f}, threshold {results[-1]['threshold']['median_ms']:.3f}; "
-            f"matmul variant {results[-1]['search_matmul']['median_ms']:.2f}) hits={len(hits)}",
+            f"  search {n:>8} faces: {rows['search']['median_ms']:8.2f} ms median "
+            f"(CPU {rows['search_cpu']['median_ms']:.2f}; "
+            f"distances {rows['distances']['median_ms']:.2f}, threshold {rows['threshold']['median_ms']:.3f}; "
+            f"before: norm {rows['norm_before']['median_ms']:.2f}) hits={len(hits)} agree={agree}",
             flush=True,
         )
-        del matrix, photo_ids, norms_sq, distances
+        del matrix, photo_ids, norms, computed
     return results
 
 
-# --- 2. Building the matrix from the database (runs in a subprocess) ----------------------
+# --- 2. The index on a database (runs in a subprocess) -------------------------------------
 
 
 def populate(n: int, slug: str) -> tuple[int, np.ndarray, float]:
@@ -217,6 +199,7 @@ def populate(n: int, slug: str) -> tuple[int, np.ndarray, float]:
             batch_size=batch,
         )
     photo_pk = {i + 1: photo.pk for i, photo in enumerate(photos)}
+    del photos
     for start in range(0, n, 50_000):
         with transaction.atomic():
             Face.objects.bulk_create(
@@ -238,11 +221,10 @@ def populate(n: int, slug: str) -> tuple[int, np.ndarray, float]:
 
 
 def bench_database(sizes: list[int], repeat: int) -> dict:
+    from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
-    from django.db.models import Count, Max, Sum
 
-    from gallery.models import Photo
     from matching import index
 
     started = time.perf_counter()
@@ -250,86 +232,71 @@ def bench_database(sizes: list[int], repeat: int) -> dict:
     migrate_s = time.perf_counter() - started
     vendor = connection.vendor
     rows = []
+    rss_start = rss_mb()
     for n in sizes:
         event_id, probe, insert_s = populate(n, f"bench-{n}")
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")  # fresh planner statistics, as a live database would have
         cold_runs = 3 if n >= 100_000 else 5
 
-        def cold(event_id=event_id):
+        def near(event_id=event_id, probe=probe):
+            return index.photos_near(event_id=event_id, engine="dlib", probe=probe, tolerance=TOLERANCE)
+
+        def cold():
             index._cache.clear()
-            return index._event_index(event_id, "dlib")[:2]
+            return near()
 
-        cold_samples, (ids, matrix) = timed(cold, cold_runs)
-        assert matrix.shape == (n, DIM), matrix.shape
-        warm_samples, _ = timed(lambda event_id=event_id: index._event_index(event_id, "dlib"), repeat)
-        near_samples, hits = timed(
-            lambda event_id=event_id, probe=probe: index.photos_near(
-                event_id=event_id, engine="dlib", probe=probe, tolerance=TOLERANCE
-            ),
-            repeats_for(n, repeat),
-        )
+        cold_samples = timed(cold, cold_runs)
+        hits = near()
+        warm_samples = timed(near, repeats_for(n, repeat))
 
-        # Breakdown of the cold path, step by step as _event_index does it.
+        # The cold path step by step, as matching.index._event_index does it.
+        version_samples = timed(lambda event_id=event_id: index._event_version(event_id), cold_runs)
         faces = index._event_faces(event_id, "dlib")
-        version_samples, _ = timed(lambda faces=faces: faces.aggregate(n=Count("id"), last=Max("id")), cold_runs)
-        fetch_samples, fetched = timed(lambda faces=faces: list(faces.values_list("photo_id", "embedding")), cold_runs)
-        stack_samples, stacked = timed(
-            lambda fetched=fetched: np.stack([np.frombuffer(row[1], dtype=np.float32) for row in fetched]), cold_runs
-        )
-        photos = Photo.objects.filter(event_id=event_id, index_state=Photo.State.INDEXED)
-        photo_version_samples, _ = timed(
-            lambda photos=photos: photos.aggregate(n=Count("id"), faces=Sum("face_count"), last=Max("indexed_at")),
-            cold_runs,
-        )
-        join_samples, joined = timed(
-            lambda fetched=fetched: np.frombuffer(b"".join([row[1] for row in fetched]), dtype=np.float32).reshape(
-                -1, DIM
-            ),
-            cold_runs,
-        )
-        # Same rows, same order (without ORDER BY, two queries may return rows in different orders).
-        assert np.array_equal(joined, stacked)
-        del fetched, joined, stacked
+        fetch_samples = timed(lambda faces=faces: list(faces.values_list("photo_id", "embedding")), cold_runs)
+        fetched = list(faces.values_list("photo_id", "embedding"))
+        matrix_samples = timed(lambda fetched=fetched: index._matrix([row[1] for row in fetched]), cold_runs)
+        matrix = index._matrix([row[1] for row in fetched])
+        norms_samples = timed(lambda matrix=matrix: np.einsum("ij,ij->i", matrix, matrix), cold_runs)
+        del fetched, matrix
 
-        # Memory: peak Python-level allocations during one cold build (tracemalloc sees numpy too).
+        # Memory: the worker's RSS and the peak Python allocation during one cold build.
         index._cache.clear()
         rss_before = rss_mb()
         tracemalloc.start()
-        index._event_index(event_id, "dlib")
+        near()
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        rss_after = rss_mb()
-        index._cache.clear()
         row = {
             "faces": n,
             "photos": n // FACES_PER_PHOTO,
             "insert_s": round(insert_s, 2),
+            "hits": len(hits),
             "cold_first_ms": round(cold_samples[0], 1),
             "cold": summary(cold_samples),
             "warm": summary(warm_samples),
-            "photos_near_warm": summary(near_samples),
-            "hits": len(hits),
             "version_query": summary(version_samples),
-            "photo_level_version_alternative": summary(photo_version_samples),
             "fetch_rows": summary(fetch_samples),
-            "np_stack": summary(stack_samples),
-            "bytes_join_alternative": summary(join_samples),
-            "matrix_mb": mb(matrix.nbytes + ids.nbytes),
+            "join_matrix": summary(matrix_samples),
+            "norms": summary(norms_samples),
+            "cache_mb": mb(index.cache_bytes()),
+            "cache_limit_mb": mb(settings.FACE_CACHE_MAX_BYTES),
             "build_peak_traced_mb": mb(peak),
-            "rss_mb_after_build": rss_after,
             "rss_mb_before_build": rss_before,
+            "rss_mb_after_build": rss_mb(),
+            "rss_mb_worker_start": rss_start,
         }
+        index._cache.clear()
         rows.append(row)
         print(
-            f"  {vendor} {n:>7} faces: insert {insert_s:6.1f} s, cold {row['cold']['median_ms']:8.1f} ms "
+            f"  {vendor} {n:>8} faces: insert {insert_s:6.1f} s, cold {row['cold']['median_ms']:8.1f} ms "
             f"(version {row['version_query']['median_ms']:.1f} + fetch {row['fetch_rows']['median_ms']:.1f} "
-            f"+ stack {row['np_stack']['median_ms']:.1f}), warm {row['warm']['median_ms']:.2f} ms, "
-            f"photos_near warm {row['photos_near_warm']['median_ms']:.1f} ms, "
-            f"peak build {row['build_peak_traced_mb']} MB",
+            f"+ matrix {row['join_matrix']['median_ms']:.1f} + norms {row['norms']['median_ms']:.1f}), "
+            f"warm {row['warm']['median_ms']:.2f} ms, cache {row['cache_mb']} MB, "
+            f"RSS {row['rss_mb_before_build']} -> {row['rss_mb_after_build']} MB, "
+            f"build peak {row['build_peak_traced_mb']} MB",
             flush=True,
         )
-        del ids, matrix
     return {"vendor": vendor, "migrate_s": round(migrate_s, 1), "rows": rows}
 
 
@@ -363,7 +330,7 @@ def database_run(label: str, database_url: str, args: argparse.Namespace, tmp: P
         "--repeat",
         str(args.repeat),
     ]
-    print(f"\n[{label}] building events of {args.db_sizes} faces and timing _event_index ...", flush=True)
+    print(f"\n[{label}] building events of {args.db_sizes} faces and timing photos_near ...", flush=True)
     try:
         subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=WORKER_TIMEOUT)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
@@ -397,32 +364,30 @@ def postgres_run(url: str, args: argparse.Namespace, tmp: Path) -> dict | None:
 def print_tables(result: dict) -> None:
     print("\n## Selfie search in memory (synthetic unit embeddings, median of runs)\n")
     print(
-        "| faces | norm ms | threshold ms | search ms (norm+threshold) | matmul variant ms "
-        "| matrix MB | + transient MB |"
+        "| faces | distances ms | `_best_per_key` ms | search ms | search CPU ms "
+        "| before: `norm(matrix - probe)` ms | arrays MB |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for row in result["search"]:
         print(
-            f"| {row['faces']:,} | {row['norm']['median_ms']:.2f} | {row['threshold']['median_ms']:.3f} | "
-            f"{row['search']['median_ms']:.2f} | {row['search_matmul']['median_ms']:.2f} | "
-            f"{row['matrix_mb'] + row['photo_ids_mb']:.1f} | {row['transient_mb']:.1f} |"
+            f"| {row['faces']:,} | {row['distances']['median_ms']:.2f} | {row['threshold']['median_ms']:.3f} | "
+            f"{row['search']['median_ms']:.2f} | {row['search_cpu']['median_ms']:.2f} | "
+            f"{row['norm_before']['median_ms']:.2f} | {row['arrays_mb']:.1f} |"
         )
     for db in result["databases"]:
-        print(f"\n## _event_index on {db['vendor']} (ms, median)\n")
+        print(f"\n## photos_near on {db['vendor']} (ms, median)\n")
         print(
-            "| faces | insert s | cold ms (first) | cold ms | version query ms | fetch rows ms | np.stack ms "
-            "| b''.join alt ms | photo-level version alt ms | warm (cached) ms | photos_near warm ms "
-            "| matrix MB | build peak MB |"
+            "| faces | insert s | cold (first) | cold | version query | fetch rows | matrix | norms "
+            "| warm (cached) | cache MB | RSS before → after MB | build peak MB |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         for row in db["rows"]:
             print(
                 f"| {row['faces']:,} | {row['insert_s']:.1f} | {row['cold_first_ms']:.1f} | "
                 f"{row['cold']['median_ms']:.1f} | {row['version_query']['median_ms']:.1f} | "
-                f"{row['fetch_rows']['median_ms']:.1f} | {row['np_stack']['median_ms']:.1f} | "
-                f"{row['bytes_join_alternative']['median_ms']:.1f} | "
-                f"{row['photo_level_version_alternative']['median_ms']:.1f} | {row['warm']['median_ms']:.2f} | "
-                f"{row['photos_near_warm']['median_ms']:.1f} | {row['matrix_mb']:.1f} | "
+                f"{row['fetch_rows']['median_ms']:.1f} | {row['join_matrix']['median_ms']:.1f} | "
+                f"{row['norms']['median_ms']:.1f} | {row['warm']['median_ms']:.2f} | {row['cache_mb']:.1f} | "
+                f"{row['rss_mb_before_build']:.0f} → {row['rss_mb_after_build']:.0f} | "
                 f"{row['build_peak_traced_mb']:.1f} |"
             )
 
