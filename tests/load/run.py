@@ -49,6 +49,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -220,38 +221,44 @@ def read_stats(prefix: Path) -> list[dict]:
     return rows
 
 
-def summarize(out: Path, args: argparse.Namespace, facts: dict) -> dict:
+def first_p95_over(prefix: Path, limit_ms: float) -> dict | None:
+    """The first moment locust's rolling p95 of all requests passed limit_ms, with the users then."""
+    with open(f"{prefix}_stats_history.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["Name"] == "Aggregated" and row["95%"] not in ("", "N/A") and float(row["95%"]) > limit_ms:
+                return {"users": int(row["User Count"]), "p95_ms": float(row["95%"]), "timestamp": row["Timestamp"]}
+    return None
+
+
+def summarize(out: Path, scenario: Scenario, facts: dict) -> dict:
     stats = read_stats(out / "locust")
-    requests = [row for row in stats if row["type"] not in ("JOB", "") and row["name"] != "Aggregated"]
+    requests = [row for row in stats if row["name"] != "Aggregated"]
     total = next((row for row in stats if row["name"] == "Aggregated"), None)
     selfies = json.loads((out / "selfies.json").read_text()) if (out / "selfies.json").exists() else []
     states = Counter(outcome["state"] for outcome in selfies)
     unmatched = [outcome for outcome in selfies if outcome["state"] != "done" or not outcome["matches"]]
     recall = [min(1.0, outcome["matches"] / outcome["expected"]) for outcome in selfies if outcome.get("expected")]
+    done_seconds = [outcome["seconds"] for outcome in selfies if outcome["state"] == "done"]
     failed_requests = sum(row["failures"] for row in requests)
     worst = max(requests, key=lambda row: row["p95_ms"]) if requests else None
     summary = {
-        "command": facts["command"],
-        "date_utc": facts["started"],
-        "backend": facts["backend"],
-        "users": args.users,
-        "spawn_rate": args.spawn_rate,
-        "run_time": args.run_time,
-        "photos_seeded": facts["photos_seeded"],
-        "seed_index_s": facts["seed_index_s"],
-        "batch_photos": args.batch,
-        "batch": facts.get("batch"),
+        **facts,
+        "users": scenario.users,
+        "spawn_rate": scenario.spawn_rate,
+        "run_time": scenario.run_time,
         "requests": total["requests"] if total else 0,
         "failed_requests": failed_requests,
         "per_request": requests,
+        "aggregated": total,
+        "rolling_p95_first_over_1s": first_p95_over(out / "locust", 1000),
         "selfies": {
             "total": len(selfies),
             "states": dict(states),
             "unmatched": len(unmatched),
             "recall_mean": round(sum(recall) / len(recall), 3) if recall else None,
-            "seconds_to_done_p50": _percentile([o["seconds"] for o in selfies if o["state"] == "done"], 50),
-            "seconds_to_done_p95": _percentile([o["seconds"] for o in selfies if o["state"] == "done"], 95),
-            "seconds_to_done_max": _percentile([o["seconds"] for o in selfies if o["state"] == "done"], 100),
+            "seconds_to_done_p50": _percentile(done_seconds, 50),
+            "seconds_to_done_p95": _percentile(done_seconds, 95),
+            "seconds_to_done_max": _percentile(done_seconds, 100),
         },
         "worst_p95": {"name": worst["name"], "p95_ms": worst["p95_ms"]} if worst else None,
         "targets": {
@@ -259,16 +266,14 @@ def summarize(out: Path, args: argparse.Namespace, facts: dict) -> dict:
             f"every_p95_at_most_{P95_TARGET_MS}_ms": all(row["p95_ms"] <= P95_TARGET_MS for row in requests),
             "every_selfie_matched": bool(selfies) and not unmatched,
         },
-        "server_errors_in_logs": facts["server_errors"],
-        "machine": facts["machine"],
-        "processes": facts["processes"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = [
-        f"# Load test {summary['date_utc']}: {args.users} users, spawn {args.spawn_rate}/s, {args.run_time}",
+        f"# Load test {summary['date_utc']}: {scenario.users} users, spawn {scenario.spawn_rate}/s, "
+        f"{scenario.run_time}",
         "",
         f"`{summary['command']}` on {summary['backend']}; {summary['photos_seeded']} photos seeded, "
-        f"{args.batch} more imported during the run.",
+        f"{summary['batch_photos']} more imported during the run.",
         "",
         "| type | name | requests | failures | p50 ms | p95 ms | p99 ms | max ms | req/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -278,7 +283,8 @@ def summarize(out: Path, args: argparse.Namespace, facts: dict) -> dict:
             f"| {row['type']} | {row['name']} | {row['requests']} | {row['failures']} | {row['p50_ms']:.0f} | "
             f"{row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {row['max_ms']:.0f} | {row['rps']:.1f} |"
         )
-    lines += ["", "```", json.dumps({k: summary[k] for k in ("selfies", "targets", "batch")}, indent=2), "```"]
+    keys = ("selfies", "targets", "rolling_p95_first_over_1s", "batch", "server_errors_in_logs")
+    lines += ["", "```", json.dumps({key: summary[key] for key in keys}, indent=2), "```"]
     lines += ["", "```", json.dumps({"machine": summary["machine"], "processes": summary["processes"]}, indent=2)]
     lines += ["```"]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
@@ -329,24 +335,149 @@ def wait_http(url: str, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
 
 
+@dataclass
+class Scenario:
+    users: int
+    spawn_rate: float
+    run_time: str
+
+    @classmethod
+    def parse(cls, text: str) -> Scenario:
+        """USERS:SPAWN_RATE:RUN_TIME, e.g. 100:10:3m."""
+        try:
+            users, rate, run_time = text.split(":")
+            scenario = cls(int(users), float(rate), run_time)
+            seconds(run_time)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected USERS:SPAWN_RATE:RUN_TIME, got {text!r}") from exc
+        return scenario
+
+
+def db_facts(env: dict[str, str]) -> dict:
+    return json.loads(manage(env, "shell", "-c", DB_FACTS).strip().splitlines()[-1])
+
+
+def settle(env: dict[str, str], timeout: float) -> dict:
+    """Wait (bounded) until no photo or selfie of the event is waiting for the cluster."""
+    deadline = time.monotonic() + timeout
+    facts = db_facts(env)
+    while time.monotonic() < deadline and (
+        set(facts["photos"]) & {"pending", "processing"} or set(facts["selfies"]) & {"pending", "matching"}
+    ):
+        time.sleep(5)
+        facts = db_facts(env)
+    return facts
+
+
+def run_scenario(number: int, scenario: Scenario, args: argparse.Namespace, stack: dict, common: dict) -> dict:
+    env, base, web, cluster = stack["env"], stack["base"], stack["web"], stack["cluster"]
+    out = stack["out"] / f"{number}-{scenario.users}u-{scenario.run_time}"
+    out.mkdir(parents=True, exist_ok=True)
+    batch_dir = RESULTS / "photos" / f"batch-{args.seed + number}-{args.batch}"
+    generate(batch_dir, args.batch, args.seed + 1000 + number, prefix=f"batch{number}")
+    locust_env = {
+        **os.environ,
+        "LOAD_EVENT_SLUG": SLUG,
+        "LOAD_EVENT_CODE": CODE,
+        "LOAD_EXPECTED": str(stack["out"] / "expected.json"),
+        "LOAD_SELFIE_SUMMARY": str(out / "selfies.json"),
+        "LOAD_POLL_MAX": str(args.poll_max),
+    }
+    command = [
+        str(BIN / "locust"),
+        "-f",
+        str(ROOT / "tests/load/locustfile.py"),
+        "--headless",
+        "--host",
+        base,
+        "--users",
+        str(scenario.users),
+        "--spawn-rate",
+        str(scenario.spawn_rate),
+        "--run-time",
+        scenario.run_time,
+        # Attendees still waiting for their photos when the time is up finish their visit.
+        "--stop-timeout",
+        str(args.poll_max + 30),
+        "--csv",
+        str(out / "locust"),
+        "--html",
+        str(out / "report.html"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
+    before = busy_cores(2.0)
+    print(
+        f"[{number}] machine busy before: {before} of {os.cpu_count()} cores. locust: {scenario.users} users, "
+        f"spawn {scenario.spawn_rate}/s, {scenario.run_time}, against {base} ...",
+        flush=True,
+    )
+    run_s = seconds(scenario.run_time)
+    limit = run_s + args.poll_max + 30 + args.budget
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with open(out / "locust.log", "wb") as log:
+        swarm = subprocess.Popen(command, cwd=ROOT, env=locust_env, stdout=log, stderr=subprocess.STDOUT)
+        roots = {"web": web.pid, "cluster": cluster.pid, "locust": swarm.pid}
+        with TreeSampler(roots, every=2.0) as sampler:
+            # The organizer imports a new batch once every user has arrived.
+            time.sleep(min(run_s / 2, scenario.users / scenario.spawn_rate))
+            importer = subprocess.run(
+                [PY, "manage.py", "import_photos", SLUG, str(batch_dir)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                timeout=limit,
+            )
+            try:
+                swarm.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                swarm.kill()
+                swarm.wait()
+                print(f"[{number}] locust overran its budget and was killed", flush=True)
+    # The batch and the last selfies must be done within the budget too; what is left is reported.
+    facts = settle(env, 300)
+    summary = summarize(
+        out,
+        scenario,
+        {
+            **common,
+            "date_utc": started,
+            "batch_import_rc": importer.returncode,
+            "batch": facts,
+            "server_errors_in_logs": server_errors([stack["out"] / "gunicorn.log", stack["out"] / "cluster.log"]),
+            "machine": {
+                "cores": os.cpu_count(),
+                "busy_cores_before": before,
+                "busy_cores_during": sampler.machine_cores,
+                "loadavg_end": os.getloadavg(),
+            },
+            "processes": sampler.report(),
+        },
+    )
+    print((out / "summary.md").read_text(), flush=True)
+    return summary
+
+
 def run(args: argparse.Namespace) -> int:
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    scenarios = [Scenario(args.users, args.spawn_rate, args.run_time), *args.then]
     out = Path(args.out) if args.out else RESULTS / f"{started.replace(':', '')}-{args.users}u"
     out.mkdir(parents=True, exist_ok=True)
     photos_dir = RESULTS / "photos" / f"event-{args.seed}-{args.photos}"
-    batch_dir = RESULTS / "photos" / f"batch-{args.seed}-{args.batch}"
-    print(f"Generating {args.photos} + {args.batch} photos (reused when already there) ...", flush=True)
+    print(f"Generating {args.photos} event photos (reused when already there) ...", flush=True)
     labels = generate(photos_dir, args.photos, args.seed, prefix="event")
-    generate(batch_dir, args.batch, args.seed + 1000, prefix="batch")
-    people = {
-        selfie: json.loads((ROOT / "gallery/sample_photos/labels.json").read_text())[selfie]["people"][0]
-        for selfie in SELFIES
+    sample_labels = json.loads((ROOT / "gallery/sample_photos/labels.json").read_text())
+    expected = {
+        selfie: sum(1 for names in labels.values() if sample_labels[selfie]["people"][0] in names) for selfie in SELFIES
     }
-    expected = {selfie: sum(1 for names in labels.values() if person in names) for selfie, person in people.items()}
     (out / "expected.json").write_text(json.dumps(expected, indent=1))
 
     cluster_name = f"load-{os.getpid()}"
     services: list[Service] = []
+    failures = 0
     with (
         tempfile.TemporaryDirectory(prefix="trouvaille-load-") as tmp_name,
         Backends(args.backend, Path(tmp_name), cluster_name) as backends,
@@ -378,110 +509,39 @@ def run(args: argparse.Namespace) -> int:
             manage(env, "migrate", "--noinput", "-v", "0")
             manage(env, "collectstatic", "--noinput", "-v", "0")
             manage(env, "create_event", "Load test", "--slug", SLUG, "--code", CODE)
-            services.append(Service("cluster", [PY, "manage.py", "qcluster"], env, out / "cluster.log"))
+            cluster = Service("cluster", [PY, "manage.py", "qcluster"], env, out / "cluster.log")
+            services.append(cluster)
             print(f"Indexing {args.photos} photos with the cluster ({args.q_workers} workers) ...", flush=True)
             t0 = time.perf_counter()
             manage(env, "import_photos", SLUG, str(photos_dir), "--wait", "--stall-timeout", "300", timeout=3600)
             seed_index_s = round(time.perf_counter() - t0, 1)
-            print(f"  indexed in {seed_index_s} s", flush=True)
-            services.append(
-                Service("web", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"], env, out / "gunicorn.log")
-            )
+            seeded = db_facts(env)
+            print(f"  indexed in {seed_index_s} s: {seeded['photos']}", flush=True)
+            web = Service("web", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"], env, out / "gunicorn.log")
+            services.append(web)
             wait_http(f"{base}/healthz", 60)
-
-            locust_env = {
-                **os.environ,
-                "LOAD_EVENT_SLUG": SLUG,
-                "LOAD_EVENT_CODE": CODE,
-                "LOAD_EXPECTED": str(out / "expected.json"),
-                "LOAD_SELFIE_SUMMARY": str(out / "selfies.json"),
-                "LOAD_POLL_MAX": str(args.poll_max),
+            stack = {"env": env, "base": base, "web": web, "cluster": cluster, "out": out}
+            common = {
+                "command": args.command or " ".join(["python -m tests.load.run", *sys.argv[1:]]),
+                "backend": backends.name,
+                "photos_seeded": args.photos,
+                "seeded_states": seeded["photos"],
+                "seed_index_s": seed_index_s,
+                "batch_photos": args.batch,
+                "q_workers": args.q_workers,
+                "web_concurrency": args.web_workers or "gunicorn.conf.py default",
             }
-            command = [
-                str(BIN / "locust"),
-                "-f",
-                str(ROOT / "tests/load/locustfile.py"),
-                "--headless",
-                "--host",
-                base,
-                "--users",
-                str(args.users),
-                "--spawn-rate",
-                str(args.spawn_rate),
-                "--run-time",
-                args.run_time,
-                "--stop-timeout",
-                str(args.poll_max + 30),
-                "--csv",
-                str(out / "locust"),
-                "--html",
-                str(out / "report.html"),
-                "--only-summary",
-                "--exit-code-on-error",
-                "0",
-                "--loglevel",
-                "WARNING",
-            ]
-            before = busy_cores(2.0)
-            print(
-                f"Machine busy before the run: {before} of {os.cpu_count()} cores. Running locust "
-                f"({args.users} users, spawn {args.spawn_rate}/s, {args.run_time}) against {base} ...",
-                flush=True,
-            )
-            limit = seconds(args.run_time) + args.poll_max + 30 + args.budget
-            with open(out / "locust.log", "wb") as log:
-                swarm = subprocess.Popen(command, cwd=ROOT, env=locust_env, stdout=log, stderr=subprocess.STDOUT)
-                roots = {"web": services[1].pid, "cluster": services[0].pid, "locust": swarm.pid}
-                with TreeSampler(roots, every=2.0) as sampler:
-                    # The organizer imports a new batch once every user has arrived.
-                    time.sleep(min(seconds(args.run_time) / 2, args.users / args.spawn_rate))
-                    importer = subprocess.Popen(
-                        [PY, "manage.py", "import_photos", SLUG, str(batch_dir)],
-                        cwd=ROOT,
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    try:
-                        swarm.wait(timeout=limit)
-                    except subprocess.TimeoutExpired:
-                        swarm.kill()
-                        swarm.wait()
-                        print("locust overran its budget and was killed", flush=True)
-                    importer.wait(timeout=600)
-            # The batch must finish indexing within the budget too; what is left is reported.
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                facts = json.loads(manage(env, "shell", "-c", DB_FACTS).strip().splitlines()[-1])
-                if not set(facts["photos"]) & {"pending", "processing"}:
-                    break
-                time.sleep(5)
+            summaries = []
+            for number, scenario in enumerate(scenarios, 1):
+                summary = run_scenario(number, scenario, args, stack, common)
+                summaries.append(summary)
+                failures += summary["failed_requests"] + summary["selfies"]["unmatched"]
         finally:
             for service in reversed(services):
                 service.stop()
-        summary = summarize(
-            out,
-            args,
-            {
-                "command": " ".join(sys.argv) if args.command is None else args.command,
-                "started": started,
-                "backend": backends.name,
-                "photos_seeded": args.photos,
-                "seed_index_s": seed_index_s,
-                "batch": facts,
-                "server_errors": server_errors([out / "gunicorn.log", out / "cluster.log"]),
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "busy_cores_before": before,
-                    "busy_cores_during": sampler.machine_cores,
-                    "loadavg_end": os.getloadavg(),
-                },
-                "processes": sampler.report(),
-            },
-        )
-    print((out / "summary.md").read_text())
+    (out / "summaries.json").write_text(json.dumps(summaries, indent=2))
     print(f"Results in {out}")
-    return 0 if summary["failed_requests"] == 0 and summary["targets"]["every_selfie_matched"] else 1
+    return 0 if failures == 0 else 1
 
 
 def main() -> None:
@@ -489,6 +549,14 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=int(os.environ.get("USERS", 30)))
     parser.add_argument("--spawn-rate", type=float, default=float(os.environ.get("SPAWN_RATE", 5)))
     parser.add_argument("--run-time", default=os.environ.get("RUN_TIME", "10m"), help="locust syntax: 10m, 180s")
+    parser.add_argument(
+        "--then",
+        type=Scenario.parse,
+        action="append",
+        default=[],
+        metavar="USERS:SPAWN_RATE:RUN_TIME",
+        help="another scenario afterwards, on the same servers and event (repeatable)",
+    )
     parser.add_argument("--photos", type=int, default=500, help="event photos indexed before the run")
     parser.add_argument("--batch", type=int, default=60, help="photos imported and indexed during the run")
     parser.add_argument("--seed", type=int, default=1, help="of the generated photos")
