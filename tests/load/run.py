@@ -569,6 +569,8 @@ def main() -> None:
     parser.add_argument("--command", help=argparse.SUPPRESS)
     args = parser.parse_args()
     seconds(args.run_time)
+    # `timeout` and CI stop with SIGTERM: clean up (servers, scratch database) as for Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(run(args))
 
 
