@@ -58,6 +58,7 @@ EXPECTED: dict[str, int] = (
 )
 SELFIE_BYTES = {name: (SAMPLES / name).read_bytes() for name in SELFIES}
 
+PROXY_IDLE_S = 4.0
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 HREF = re.compile(r'(?:href|src)="([^"]+)"')
 
@@ -80,6 +81,22 @@ class Client(HttpUser):
 
     def on_start(self) -> None:
         self.arrive()
+        # Gunicorn closes keep-alive connections idle for GUNICORN_KEEPALIVE (5 s); the
+        # proxy in front of it (docs/deploy.md: nginx, keepalive_timeout 4s) closes them
+        # first, so it never sends on a connection gunicorn is closing. This client stands
+        # in for the proxy and does the same, or a poll every 5 s would race the close.
+        send = self.client.request
+        self.last_request = time.monotonic()
+
+        def request(*args, **kwargs):
+            if time.monotonic() - self.last_request > PROXY_IDLE_S:
+                self.client.close()  # drops pooled connections; the next request opens one
+            try:
+                return send(*args, **kwargs)
+            finally:
+                self.last_request = time.monotonic()
+
+        self.client.request = request
 
     def arrive(self) -> None:
         """A new person in this slot: no cookies, their own address."""
@@ -94,7 +111,7 @@ class Client(HttpUser):
         """The event page, through the code form when the event has a code; its CSRF token."""
         with self.client.get(f"/e/{SLUG}/", name="event page", catch_response=True) as response:
             if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}")
+                response.failure(f"HTTP {response.status_code} {response.error or ''}")
                 return None
             html = response.text
         if 'name="code"' in html and CODE:
@@ -189,7 +206,7 @@ class Attendee(Client):
             time.sleep(2 if time.monotonic() - posted < 30 else 5)
             with self.client.get(f"/e/{SLUG}/me/status", name="status", catch_response=True) as response:
                 if response.status_code != 200:
-                    response.failure(f"HTTP {response.status_code}")
+                    response.failure(f"HTTP {response.status_code} {response.error or ''}")
                     continue
                 body = response.json()
             state, matches = body["state"], body["matches"]
