@@ -434,9 +434,11 @@ def run_scenario(number: int, scenario: Scenario, args: argparse.Namespace, stac
             try:
                 swarm.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                swarm.kill()
-                swarm.wait()
-                print(f"[{number}] locust overran its budget and was killed", flush=True)
+                print(f"[{number}] locust overran its budget and is stopped", flush=True)
+            finally:
+                if swarm.poll() is None:  # overran, or this run was interrupted
+                    swarm.kill()
+                    swarm.wait()
     # The batch and the last selfies must be done within the budget too; what is left is reported.
     facts = settle(env, 300)
     summary = summarize(
