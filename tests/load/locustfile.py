@@ -12,7 +12,7 @@ Two kinds of users, weighted like an event (3 attendees for 1 visitor):
   from gallery/sample_photos, never one of the event's photos), polls the status as the
   page does (every 2 s for 30 s, then every 5 s) until done, opens the gallery, loads its
   thumbnails, opens one photo in the viewer, downloads one photo and, where the gallery
-  offers it, the zip of all (the stylesheet once per person). Then it leaves: the next
+  offers it, the zip of all (stylesheet and scripts once per person). Then it leaves: the next
   attendee arrives in the same slot with new cookies and a new address.
 - Visitor: opens the event page without a selfie, or comes back by
   the private link of an attendee seen earlier and looks at a few of their photos.
@@ -102,7 +102,7 @@ class Client(HttpUser):
         """A new person in this slot: no cookies, their own address."""
         self.client.cookies.clear()
         self.client.headers["X-Forwarded-For"] = _address(next(_clients))
-        self.stylesheets_loaded = False
+        self.static_loaded = False
 
     def get(self, path: str, name: str, **kwargs):
         return self.client.get(path, name=name, **kwargs)
@@ -127,11 +127,11 @@ class Client(HttpUser):
                     response.failure(f"code refused: HTTP {response.status_code}")
                     return None
             html = self.get(f"/e/{SLUG}/", "event page").text
-        if not self.stylesheets_loaded:  # a browser loads them once, then caches them
+        if not self.static_loaded:  # a browser loads them once, then caches them
             for link in _links(html):
-                if link.endswith(".css"):
+                if link.endswith((".css", ".js")):
                     self.get(link, "static")
-            self.stylesheets_loaded = True
+            self.static_loaded = True
         token = CSRF.search(html)
         return token.group(1) if token else None
 
