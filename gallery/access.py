@@ -285,3 +285,8 @@ def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int
     if attendee is None:
         raise Http404("No such photo.")
     return get_object_or_404(attendee.photos(), pk=photo_id)
+
+
+def gallery_photo_for_visitor(request: HttpRequest, slug: str, photo_id: int) -> Photo:
+    """A photo in this visitor's gallery of an event they unlocked, or 404."""
+    return matched_photo_for_attendee(request, unlocked_event_for_attendee(request, slug), photo_id)

@@ -260,8 +260,7 @@ def _download_name(photo: Photo) -> str:
 
 @require_GET
 def photo_thumbnail(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
-    event = access.unlocked_event_for_attendee(request, slug)
-    return serve_file(access.matched_photo_for_attendee(request, event, photo_id).thumbnail)
+    return serve_file(access.gallery_photo_for_visitor(request, slug, photo_id).thumbnail)
 
 
 @require_GET
@@ -284,14 +283,12 @@ def photo_view(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
 
 @require_GET
 def photo_image(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
-    event = access.unlocked_event_for_attendee(request, slug)
-    return serve_file(access.matched_photo_for_attendee(request, event, photo_id).display)
+    return serve_file(access.gallery_photo_for_visitor(request, slug, photo_id).display)
 
 
 @require_GET
 def photo_download(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
-    event = access.unlocked_event_for_attendee(request, slug)
-    photo = access.matched_photo_for_attendee(request, event, photo_id)
+    photo = access.gallery_photo_for_visitor(request, slug, photo_id)
     return serve_file(photo.display, download_name=_download_name(photo))
 
 
