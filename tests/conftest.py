@@ -27,9 +27,12 @@ LABELS: dict[str, dict] = json.loads((SAMPLES / "labels.json").read_text())
 # Three photos: Biden in two of them (one a group photo), Kit Harington in the third.
 BIDEN_TWICE_AND_KIT = [
     SAMPLES / "groups/two_people.jpg",
-    SAMPLES / "people/biden/biden2.jpg",
+    SAMPLES / "people/biden/biden.jpg",
     SAMPLES / "people/kit_harington/kit1.jpg",
 ]
+# Biden's selfie for them: a photo that is not indexed, nor a shot of the same
+# capture (biden.jpg is a crop of two_people.jpg).
+BIDEN_SELFIE = SAMPLES / "people/biden/biden2.jpg"
 PEOPLE = sorted({person for entry in LABELS.values() for person in entry["people"]})
 
 

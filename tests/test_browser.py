@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gallery import services
 from gallery.models import Photo
-from tests.conftest import BIDEN_TWICE_AND_KIT, jpeg_bytes, sample, wait_for
+from tests.conftest import BIDEN_SELFIE, BIDEN_TWICE_AND_KIT, jpeg_bytes, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -105,7 +105,7 @@ def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_e
     consent = page.get_by_role("checkbox")
     posts: list[str] = []
     page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
-    selfie_input.set_input_files(sample("people/biden/biden.jpg"))
+    selfie_input.set_input_files(BIDEN_SELFIE)
     page.get_by_role("button", name="Find my photos").click()
     page.wait_for_timeout(500)
     assert posts == [] and page.url == event_url
@@ -121,7 +121,7 @@ def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_e
     # The photos are indexed by now or soon; the selfie is matched against all of them.
     photos = Photo.objects.filter(event=event)
     wait_for(lambda: photos.filter(index_state=Photo.State.INDEXED).count() == 3, timeout=90, what="indexing")
-    page.locator("input[type=file][name=image]").set_input_files(sample("people/biden/biden.jpg"))
+    page.locator("input[type=file][name=image]").set_input_files(BIDEN_SELFIE)
     page.get_by_role("checkbox").check()
     expect(page.locator("[data-preview] img")).to_be_visible()  # the chosen selfie, shown before sending
     shoot(page, "5-selfie-chosen")
@@ -141,7 +141,7 @@ def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_e
     with page.expect_download() as downloading:
         page.locator(".tile .download").first.click()
     download = downloading.value
-    assert download.suggested_filename in {"two_people.jpg", "biden2.jpg"}
+    assert download.suggested_filename in {"two_people.jpg", "biden.jpg"}
     data = Path(download.path()).read_bytes()
     assert data[:3] == b"\xff\xd8\xff"
     assert Image.open(io.BytesIO(data)).format == "JPEG"
