@@ -7,7 +7,7 @@ Q_RETRY) and finish the work; on Redis, which never delivers a job twice, the
 sweeper scheduled in django-q2 queues them again (its first run comes about 30 s
 after the cluster starts: django-q2 looks at its schedules twice a minute).
 
-Short limits keep them fast: Q_TIMEOUT=3, Q_RETRY=6, and the fake engine slowed to
+Short limits keep them fast: Q_TIMEOUT=5, Q_RETRY=8, and the fake engine slowed to
 FAKE_ENGINE_DELAY=1 s per detection, so a job is reliably caught running.
 Runs on whatever the settings point at: SQLite + ORM broker, or PostgreSQL + Redis
 in the second pass of .ci/run.
@@ -33,14 +33,14 @@ from tests.conftest import jpeg_bytes, upload, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
-CRASH_ENV = {"Q_TIMEOUT": "3", "Q_RETRY": "6", "FAKE_ENGINE_DELAY": "1", "Q_WORKERS": "2"}
+CRASH_ENV = {"Q_TIMEOUT": "5", "Q_RETRY": "8", "FAKE_ENGINE_DELAY": "1", "Q_WORKERS": "2"}
 COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40, 200), (40, 200, 200)]
 
 
 @pytest.fixture
 def crash_cluster(qcluster, settings):
     """Starts the cluster with short limits; the sweeper due at its first scheduler pass."""
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 3, "retry": 6}
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 5, "retry": 8}
     sweep_schedule_ensure(minutes=1)
     Schedule.objects.filter(name=SWEEP_SCHEDULE).update(next_run=timezone.now())
     return lambda: qcluster(**CRASH_ENV)
