@@ -249,6 +249,23 @@ THUMBNAIL_SIDE = env_int("THUMBNAIL_SIDE", 480)
 # Served copies (view and download) are re-encoded without EXIF, at most this big.
 DISPLAY_MAX_SIDE = env_int("DISPLAY_MAX_SIDE", 3000)
 
+# --- E-mail -------------------------------------------------------------------
+
+# Attendees may ask for their private link by e-mail, and for one message when new
+# photos of them turn up. Sent by jobs. Without EMAIL_HOST, messages are printed
+# by the job cluster (console backend); with it, sent by SMTP.
+EMAIL_HOST = env("EMAIL_HOST")
+EMAIL_BACKEND = env(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Trouvaille <noreply@localhost>")
+
 # --- Faces --------------------------------------------------------------------
 
 FACE_BACKEND = env("FACE_BACKEND", "dlib")

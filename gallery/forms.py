@@ -25,6 +25,17 @@ class SelfieForm(forms.Form):
     )
 
 
+class EmailForm(forms.Form):
+    email = forms.EmailField(label=_("Your e-mail address"), max_length=254)
+    consent = forms.BooleanField(
+        label=_(
+            "E-mail me my private link, and once when new photos of me are found at this event. "
+            "Each message has a link to stop."
+        ),
+        error_messages={"required": _("Please agree to receive these e-mails, or leave the address out.")},
+    )
+
+
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 

@@ -82,3 +82,12 @@ def enqueue_forget(event_id: int, faces: Iterable[tuple[str, str]]) -> None:
 
 def enqueue_forget_event(event_id: int, *, engine: str) -> None:
     enqueue("matching.tasks.event_forget_task", event_id, engine, group="forget")
+
+
+def enqueue_link_email(attendee_id: int) -> None:
+    enqueue("matching.tasks.link_email_task", attendee_id, group="email")
+
+
+def enqueue_new_photos_notify(event_id: int) -> None:
+    """After a batch of photos is indexed: tell subscribed attendees about their new photos."""
+    enqueue("matching.tasks.new_photos_notify_task", event_id, group="email")

@@ -251,6 +251,15 @@ class Attendee(models.Model):
     code_digest = models.CharField(max_length=64, blank=True, editable=False)
     consent_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # Optional e-mail, with its own consent: the private link, then one message per
+    # batch of new photos. Cleared by the unsubscribe link.
+    email = models.EmailField(blank=True)
+    email_consent_at = models.DateTimeField(null=True, blank=True)
+    email_language = models.CharField(max_length=10, blank=True)
+    # The address the attendee used the site at, for links in e-mails when SITE_URL is unset.
+    email_site = models.CharField(max_length=200, blank=True)
+    # Photos matched before this were already announced (or seen).
+    notified_at = models.DateTimeField(null=True, blank=True)
 
     objects = AttendeeQuerySet.as_manager()
 
@@ -259,6 +268,15 @@ class Attendee(models.Model):
 
     def __str__(self) -> str:
         return f"Attendee {self.pk} ({self.event})"
+
+    def new_photos(self) -> models.QuerySet[Photo]:
+        """Photos in the gallery that no selfie of the attendee had matched before `notified_at`."""
+        mine = models.Q(matches__selfie__attendee=self)
+        return (
+            self.photos()
+            .annotate(first_match=models.Min("matches__created_at", filter=mine))
+            .filter(first_match__gt=self.notified_at)
+        )
 
     def photos(self) -> models.QuerySet[Photo]:
         """The photos any of this attendee's selfies matched, minus those marked "not me"."""

@@ -340,6 +340,24 @@ def selfie_copy_store(*, selfie: Selfie, image: Image.Image) -> bool:
     return False
 
 
+def attendee_email_set(*, attendee: Attendee, email: str, language: str, site: str) -> None:
+    """Opt in to e-mails (its own consent): the private link now, then news of new photos.
+
+    Photos already in the gallery are not news: only those matched from now on are.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        Attendee.objects.filter(pk=attendee.pk).update(
+            email=email, email_consent_at=now, email_language=language, email_site=site[:200], notified_at=now
+        )
+        jobs.enqueue_link_email(attendee.pk)
+
+
+def attendee_email_stop(*, attendee: Attendee) -> None:
+    """Unsubscribe: the address and its consent are forgotten."""
+    Attendee.objects.filter(pk=attendee.pk).update(email="", email_consent_at=None, email_language="", email_site="")
+
+
 def attendee_delete(*, attendee: Attendee) -> None:
     """Forget an attendee: their selfies, faces and matches (files via signals), and their "not me" marks."""
     attendee.delete()

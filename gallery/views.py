@@ -18,15 +18,15 @@ from django.db.models.fields.files import FieldFile
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from gallery import access, services
-from gallery.forms import CodeForm, SelfieForm
+from gallery import access, emails, services
+from gallery.forms import CodeForm, EmailForm, SelfieForm
 from gallery.images import ImageProblem
 from gallery.links import public_url
 from gallery.models import Event, Photo, Selfie
@@ -178,8 +178,52 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
         # workers when many wait at once) and while new photos are being indexed.
         "refresh_seconds": _refresh_seconds(selfies, working=working, pending_photos=pending_photos),
         "undo_photo": request.session.pop(_undo_key(event), None),
+        "email_form": EmailForm() if usable and not attendee.email else None,
     }
     return render(request, "gallery/me.html", context)
+
+
+@require_POST
+def me_email(request: HttpRequest, slug: str) -> HttpResponse:
+    """Opt in to e-mails: the private link now, news of new photos later (sent by jobs)."""
+    event = access.unlocked_event_for_attendee(request, slug)
+    attendee = access.attendee_for_visitor(request, event)
+    if attendee is None:
+        raise Http404("No selfie.")
+    form = EmailForm(request.POST)
+    if form.is_valid():
+        services.attendee_email_set(
+            attendee=attendee,
+            email=form.cleaned_data["email"],
+            language=translation.get_language(),
+            site=request.build_absolute_uri("/").rstrip("/"),
+        )
+        messages.success(request, _("We sent your private link to %(email)s.") % {"email": form.cleaned_data["email"]})
+        return redirect("gallery:me", slug=event.slug)
+    return render(request, "gallery/email.html", {"event": event, "email_form": form}, status=400)
+
+
+@require_POST
+def me_email_stop(request: HttpRequest, slug: str) -> HttpResponse:
+    event = access.unlocked_event_for_attendee(request, slug)
+    attendee = access.attendee_for_visitor(request, event)
+    if attendee is None:
+        raise Http404("No selfie.")
+    services.attendee_email_stop(attendee=attendee)
+    messages.success(request, _("You will get no more e-mails about this event."))
+    return redirect("gallery:me", slug=event.slug)
+
+
+def unsubscribe(request: HttpRequest, slug: str, token: str) -> HttpResponse:
+    """The link in every e-mail: no login, no session; a confirmation page first (mail scanners follow links)."""
+    event = access.event_for_attendee(request, slug)
+    attendee = emails.attendee_for_unsubscribe(token)
+    if attendee is None or attendee.event_id != event.pk:
+        return render(request, "gallery/unsubscribe.html", {"event": event, "done": True})
+    if request.method == "POST":
+        services.attendee_email_stop(attendee=attendee)
+        return render(request, "gallery/unsubscribe.html", {"event": event, "done": True})
+    return render(request, "gallery/unsubscribe.html", {"event": event, "email": attendee.email})
 
 
 @never_cache

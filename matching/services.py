@@ -32,7 +32,7 @@ from PIL import Image
 
 from gallery import jobs
 from gallery.images import ImageProblem, jpeg_file, load_rgb
-from gallery.models import Event, Face, Match, Photo, Selfie
+from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
 from matching import index
 from matching.engines import get_engine
@@ -89,7 +89,15 @@ def photo_index(*, photo_id: int) -> str:
         # selfies failed (e.g. the hosted engine is unavailable). `rematch` repairs it.
         logger.exception("re-matching photo %s failed", photo_id, extra={"photo_id": photo_id})
         return "indexed-unmatched"
+    _batch_end_notify(photo.event_id)
     return "indexed"
+
+
+def _batch_end_notify(event_id: int) -> None:
+    """The last photo of a batch: subscribed attendees hear of their new photos, in one message each."""
+    subscribed = Attendee.objects.filter(event_id=event_id).exclude(email="")
+    if subscribed.exists() and not Photo.objects.filter(event_id=event_id).in_progress().exists():
+        jobs.enqueue_new_photos_notify(event_id)
 
 
 def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result: PhotoFaces) -> bool:

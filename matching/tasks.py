@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django_q.exceptions import TimeoutException
 
+from gallery import emails
 from gallery import services as gallery_services
 from matching import services
 from matching.engines import get_engine
@@ -119,3 +120,13 @@ def stuck_requeue_task(job_id: str = "") -> str:
         return f"requeued {photos} photos, {selfies} selfies"
 
     return _run("stuck_requeue", job_id, sweep)
+
+
+def link_email_task(attendee_id: int, job_id: str = "") -> str:
+    return _run("link_email", job_id, lambda: emails.link_email_send(attendee_id=attendee_id), attendee_id=attendee_id)
+
+
+def new_photos_notify_task(event_id: int, job_id: str = "") -> str:
+    return _run(
+        "new_photos_notify", job_id, lambda: f"sent {emails.new_photos_notify(event_id=event_id)}", event_id=event_id
+    )

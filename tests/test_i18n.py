@@ -14,7 +14,13 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
 
-ATTENDEE_TEMPLATES = sorted([*(ROOT / "templates" / "gallery").glob("*.html"), *(ROOT / "templates").glob("*.html")])
+ATTENDEE_TEMPLATES = sorted(
+    [
+        *(ROOT / "templates" / "gallery").glob("*.html"),
+        *(ROOT / "templates").glob("*.html"),
+        *(ROOT / "templates" / "gallery" / "email").glob("*.txt"),
+    ]
+)
 # What a person may read in a template without translation: the product's name and punctuation.
 UNTRANSLATABLE = {"Trouvaille"}
 VISIBLE_ATTRIBUTES = re.compile(r"""\b(?:alt|title|aria-label|placeholder|data-label-[\w-]+|data-copied)="([^"]*)\"""")

@@ -27,7 +27,7 @@ from django.utils.translation.template import templatize
 ROOT = Path(settings.BASE_DIR)
 LOCALE_DIR = ROOT / "gallery" / "locale"
 # Where people-facing strings live: every template, and the Python of both apps.
-SOURCES = (("templates", "*.html"), ("gallery", "*.py"), ("matching", "*.py"))
+SOURCES = (("templates", "*.html"), ("templates", "*.txt"), ("gallery", "*.py"), ("matching", "*.py"))
 KEYWORDS = {
     **DEFAULT_KEYWORDS,
     "gettext_lazy": None,
@@ -51,7 +51,7 @@ def extract_messages() -> Catalog:
     catalog = Catalog(project="Trouvaille", charset="utf-8")
     for path in source_files():
         text = path.read_text(encoding="utf-8")
-        if path.suffix == ".html":
+        if path.suffix in (".html", ".txt"):
             # templatize keeps the template's lines (so line numbers hold) and
             # escapes newlines inside strings; only the indentation, meaningless
             # here, would upset Python's tokenizer.
