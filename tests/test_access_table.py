@@ -56,6 +56,9 @@ photo_owner_image       404       404     404       200   404     404      404  
 photo_owner_not_me      404       404     404       >me   404     404      404   404
 photo_owner_undo        404       404     404       >me   404     404      404   404
 photos_zip              404       404     404       200   200     404      404   404
+me_email                404       404     404       >me   >me     404      404   404
+me_email_stop           404       404     404       >me   >me     404      404   404
+unsubscribe             200       200     200       200   200     200      200   200
 photo_old_link          404       404     404       404   404     404      404   404
 admin_index             login     login   login     login login   login    200   200
 admin_events            login     login   login     login login   login    403   200
@@ -169,6 +172,10 @@ ROUTES: dict[str, Route] = {
         before=lambda w, client: client.post(_photo("gallery:photo_reject", "red1.jpg")(w)),
     ),
     "photos_zip": Route("get", _event("gallery:photos_zip")),
+    "me_email": Route("post", _event("gallery:me_email"), lambda world: {"email": "a@example.org", "consent": "on"}),
+    "me_email_stop": Route("post", _event("gallery:me_email_stop")),
+    # The link in an e-mail: it needs no session, and only asks for a confirmation.
+    "unsubscribe": Route("get", lambda w: reverse("gallery:unsubscribe", args=[w.event.slug, _unsubscribe_token(w)])),
     "photo_old_link": Route("get", _photo("gallery:photo_view", "green.jpg")),
     "admin_index": Route("get", lambda w: reverse("admin:index")),
     "admin_events": Route("get", lambda w: reverse("admin:gallery_event_changelist")),
@@ -182,6 +189,14 @@ ROUTES: dict[str, Route] = {
     "admin_matches": Route("get", lambda w: reverse("admin:gallery_match_changelist")),
     "admin_faces": Route("get", lambda w: reverse("admin:gallery_face_changelist")),
 }
+
+
+def _unsubscribe_token(world: World) -> str:
+    from gallery import emails
+
+    Attendee.objects.filter(pk=world.owner.pk).update(email="owner@example.org")
+    world.owner.refresh_from_db()
+    return emails.unsubscribe_token(world.owner)
 
 
 def _parse(table: str) -> list[tuple[str, str, str]]:
@@ -204,7 +219,7 @@ def test_every_attendee_url_is_in_the_table():
 
     covered = {"home", "event", "privacy", "selfie_upload", "me", "me_status", "me_forget", "me_resume"}
     covered |= {"photo_view", "photo_image", "photo_thumbnail", "photo_download", "photo_reject", "photo_undo"}
-    covered |= {"photos_zip"}
+    covered |= {"photos_zip", "me_email", "me_email_stop", "unsubscribe"}
     assert {pattern.name for pattern in urlpatterns} <= covered
 
 
