@@ -6,6 +6,8 @@ the event's indexed photos change: a photo's faces are replaced in the same
 transaction that sets its index state, face count and indexed_at, and reindexing
 or deleting a photo changes the count, so (photos, faces, last indexed_at) read
 from the Photo rows is a cheap change signal that never reads the Face rows.
+indexed_at comes from the database's clock: a worker whose clock runs behind
+cannot leave the last one unchanged.
 """
 
 from __future__ import annotations

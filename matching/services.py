@@ -26,7 +26,6 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.db.models.sql import Query
-from django.utils import timezone
 from django.utils.translation import gettext_noop
 from PIL import Image
 
@@ -118,7 +117,7 @@ def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result:
                 faces_left_out_reasons=result.left_out,
                 width=image.width,
                 height=image.height,
-                indexed_at=timezone.now(),
+                indexed_at=Now(),  # the database clock: index.py compares these across workers
                 claimed_at=None,
             )
         )
@@ -256,7 +255,7 @@ def selfie_match(*, selfie_id: int) -> str:
         done = (
             Selfie.objects.claimed()
             .filter(pk=selfie_id)
-            .update(match_state=Selfie.State.DONE, matched_at=timezone.now(), claimed_at=None)
+            .update(match_state=Selfie.State.DONE, matched_at=Now(), claimed_at=None)
         )
         if not done:
             return "superseded"

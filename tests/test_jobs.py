@@ -332,3 +332,31 @@ def test_job_querysets_name_the_models_real_fields_and_states(model):
     states = model._meta.get_field(queryset.state_field).choices
     assert {queryset.PENDING, queryset.FAILED, queryset.working_state} <= {value for value, _ in states}
     model._meta.get_field(queryset.error_field)
+
+
+def test_a_photo_reindexed_by_a_worker_whose_clock_is_behind_refreshes_the_cached_matrix(event, monkeypatch):
+    from matching import index
+    from matching.engines import get_engine
+
+    for name, color in (("a.jpg", (200, 40, 40)), ("b.jpg", (40, 40, 200))):
+        services.photo_import(event=event, name=name, fileobj=io.BytesIO(jpeg_bytes(color)))
+    photos = {photo.original_name: photo for photo in Photo.objects.all()}
+    for photo in photos.values():
+        assert matching_services.photo_index(photo_id=photo.pk) == "indexed"
+    engine = get_engine()
+    green = engine.detect(_image_of((40, 200, 40)))[0]
+    assert index.photos_near(event_id=event.pk, engine=engine.name, probe=green.embedding) == {}  # cached now
+
+    # a.jpg is replaced by a (green) copy and indexed again, on a worker an hour behind.
+    services.photos_reindex(photo_ids=[photos["a.jpg"].pk])
+    monkeypatch.setattr(engine, "detect", lambda image: [green])
+    WorkerClock(monkeypatch).skew = timedelta(hours=-1)
+    assert matching_services.photo_index(photo_id=photos["a.jpg"].pk) == "indexed"
+
+    assert set(index.photos_near(event_id=event.pk, engine=engine.name, probe=green.embedding)) == {photos["a.jpg"].pk}
+
+
+def _image_of(color: tuple[int, int, int]):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(jpeg_bytes(color))).convert("RGB")
