@@ -13,6 +13,7 @@ tests/e2e/screenshots/<language>/ (ignored by git) for a person to look at.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,7 +173,7 @@ def test_attendee_path_from_link_to_zip(language, live_server, qcluster, dlib_en
     assert page.locator("html").get_attribute("lang") == language
     steps.check("code")
     page.get_by_label(text["code"]).fill("sunset-42")
-    page.get_by_role("button", name=text["continue"]).click()
+    page.keyboard.press("Enter")  # the keyboard sends the form
     expect(page.get_by_text(text["consent"])).to_be_visible()
     expect(page.get_by_role("link", name=text["privacy"])).to_be_visible()
     steps.check("selfie-form")
@@ -193,7 +194,16 @@ def test_attendee_path_from_link_to_zip(language, live_server, qcluster, dlib_en
     steps.check("gallery")
 
     # The viewer: next by its button, back by the arrow key; download from there.
-    page.locator(".grid a.tile-photo").first.click()
+    # By keyboard alone: Tab to the first photo, Enter opens it.
+    first_tile = page.locator(".grid a.tile-photo").first
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if first_tile.evaluate("link => link === document.activeElement"):
+            break
+    else:
+        pytest.fail("the first photo cannot be reached with the Tab key")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/photos/\d+/$"))
     first_url = page.url
     expect(page.locator(".viewer-photo img")).to_be_visible()
     assert page.locator(".viewer-photo img").evaluate("img => img.naturalWidth") > 0

@@ -315,3 +315,17 @@ def test_download_all_streams_from_s3(s3_storage, client, event, run_jobs, monke
     monkeypatch.undo()
     with Photo.objects.get(original_name="a.jpg").display.open("rb") as served:
         assert archive.read("a.jpg") == served.read()
+
+
+def test_an_unexpected_error_shows_the_products_500_page_in_the_visitors_language(client, event, monkeypatch):
+    import gallery.views
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(gallery.views.access, "attendee_for_visitor", broken)
+    client.raise_request_exception = False
+    response = client.get(url("event", event), HTTP_ACCEPT_LANGUAGE="fr")
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "Un problème est survenu" in page and "boom" not in page and "Traceback" not in page
