@@ -208,6 +208,23 @@ def selfie_upload_attempt(request: HttpRequest, event: Event) -> Attempt:
     )
 
 
+# Each opt-in sends a message to an address the visitor typed: bounded, so that the
+# site cannot be used to flood someone's mailbox.
+EMAIL_OPTINS_PER_ATTENDEE = 3
+EMAIL_OPTINS_PER_ADDRESS = 10
+EMAIL_OPTIN_WINDOW = 24 * 60 * 60
+
+
+def email_optin_attempt(request: HttpRequest, attendee: Attendee) -> Attempt:
+    """Count an e-mail opt-in per attendee and per client address, over a day."""
+    return _attempt(
+        [
+            (f"email-optins:{attendee.pk}", EMAIL_OPTINS_PER_ATTENDEE, EMAIL_OPTIN_WINDOW),
+            (f"email-optins:a:{client_ip(request)}", EMAIL_OPTINS_PER_ADDRESS, EMAIL_OPTIN_WINDOW),
+        ]
+    )
+
+
 def unlocked_event_for_attendee(request: HttpRequest, slug: str) -> Event:
     """A published event whose code (if any) this visitor has entered, or 404."""
     event = event_for_attendee(request, slug)

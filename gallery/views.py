@@ -191,7 +191,11 @@ def me_email(request: HttpRequest, slug: str) -> HttpResponse:
     if attendee is None:
         raise Http404("No selfie.")
     form = EmailForm(request.POST)
-    if form.is_valid():
+    status = 400
+    if form.is_valid() and not access.email_optin_attempt(request, attendee).allowed:
+        form.add_error("email", _("Too many e-mail requests today. Please try again tomorrow."))
+        status = 429
+    elif form.is_valid():
         services.attendee_email_set(
             attendee=attendee,
             email=form.cleaned_data["email"],
@@ -200,7 +204,7 @@ def me_email(request: HttpRequest, slug: str) -> HttpResponse:
         )
         messages.success(request, _("We sent your private link to %(email)s.") % {"email": form.cleaned_data["email"]})
         return redirect("gallery:me", slug=event.slug)
-    return render(request, "gallery/email.html", {"event": event, "email_form": form}, status=400)
+    return render(request, "gallery/email.html", {"event": event, "email_form": form}, status=status)
 
 
 @require_POST

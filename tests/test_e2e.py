@@ -168,6 +168,17 @@ def test_attendee_path_from_link_to_zip(language, live_server, qcluster, dlib_en
     page.set_default_timeout(20_000)
     steps = Steps(page, language)
 
+    # The home page finds the event from its typed name; the privacy page is public.
+    page.goto(live_server.url + "/")
+    steps.check("home")
+    page.locator("input[name=event]").fill("Gala")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(event_url)
+    page.goto(f"{event_url}privacy")
+    steps.check("privacy")
+    page.goto(f"{live_server.url}/e/no-such-event/")
+    steps.check("not-found")
+
     # The event link asks for the code, in the browser's language.
     page.goto(event_url)
     assert page.locator("html").get_attribute("lang") == language

@@ -170,3 +170,13 @@ def test_no_e_mail_job_for_events_without_subscribers(event, run_jobs, django_ca
         import_red(event, "a.jpg")
     assert not any("notify" in repr(callback) for callback in ran)
     assert mail.outbox == []
+
+
+def test_opt_ins_are_limited_so_nobody_floods_a_mailbox(red, event, run_jobs):
+    statuses = []
+    for n in range(4):
+        with run_jobs():
+            statuses.append(subscribe(red, event, email=f"victim{n}@example.org").status_code)
+        red.post(reverse("gallery:me_email_stop", args=[event.slug]))
+    assert statuses == [302, 302, 302, 429]
+    assert len(mail.outbox) == 3
