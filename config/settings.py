@@ -108,6 +108,17 @@ TEMPLATES = [
     },
 ]
 
+# Organizer accounts guard attendees' faces: Django's standard password checks.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
 LANGUAGE_CODE = "en"
 # Attendee pages, messages and e-mails exist in these languages (catalogs in
 # gallery/locale, compiled and committed: see `manage.py catalog`).

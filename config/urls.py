@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, reverse_lazy
 
 from gallery import views as gallery_views
 
@@ -8,6 +9,12 @@ admin.site.site_title = "Trouvaille admin"
 admin.site.index_title = "Events and photos"
 
 urlpatterns = [
+    # The one-time link create_organizer prints: the organizer chooses a password and is signed in.
+    path(
+        "admin/welcome/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(post_reset_login=True, success_url=reverse_lazy("admin:index")),
+        name="organizer_welcome",
+    ),
     path("admin/", admin.site.urls),
     path("healthz", gallery_views.healthz, name="healthz"),
     # The language switcher posts here (Django's set_language): remembered in a cookie.

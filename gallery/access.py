@@ -18,10 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 
@@ -307,3 +311,66 @@ def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int
 def gallery_photo_for_visitor(request: HttpRequest, slug: str, photo_id: int) -> Photo:
     """A photo in this visitor's gallery of an event they unlocked, or 404."""
     return matched_photo_for_attendee(request, unlocked_event_for_attendee(request, slug), photo_id)
+
+
+# --- Organizers: the admin and management commands given --as ------------------
+#
+# Organizers are staff users who own events (Event.owners). They see and change
+# only their events and what belongs to them; superusers see everything. Rows of
+# another organizer's event are left out of every list and are a 404 when asked
+# for by id, like the attendee side: nothing reveals that they exist.
+
+
+def _is_organizer(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
+
+
+def organizer_events(user: AbstractBaseUser | AnonymousUser | None) -> QuerySet[Event]:
+    """The events this user manages: all for a superuser, their own for other staff, none for anyone else."""
+    if not _is_organizer(user):
+        return Event.objects.none()
+    if user.is_superuser:
+        return Event.objects.all()
+    return Event.objects.owned_by(user)
+
+
+def organizer_rows(user: AbstractBaseUser | AnonymousUser | None, rows: QuerySet, *, event_path: str) -> QuerySet:
+    """The rows (photos, faces, selfies, matches...) that belong to events this user manages.
+
+    `event_path` is the lookup from a row to its event: "" for events themselves,
+    "event" for photos, "photo__event" for faces. One subquery, not a join, so
+    counts annotated on `rows` are not multiplied by the event's owners.
+    """
+    if _is_organizer(user) and user.is_superuser:
+        return rows
+    events = organizer_events(user).values("pk")
+    return rows.filter(**{f"{event_path}__in" if event_path else "pk__in": events})
+
+
+def organizer_manages(user: AbstractBaseUser | AnonymousUser | None, event: Event | None) -> bool:
+    """May this user change this event and what belongs to it?"""
+    return event is not None and organizer_events(user).filter(pk=event.pk).exists()
+
+
+def event_for_organizer(request: HttpRequest, event_id: int) -> Event:
+    """An event the signed-in organizer manages, or 404."""
+    return get_object_or_404(organizer_events(request.user), pk=event_id)
+
+
+def command_user(username: str | None) -> AbstractBaseUser | None:
+    """The organizer a management command acts as (`--as USERNAME`); None without --as (the operator).
+
+    Raises ValueError for an unknown, inactive or non-staff user: a typo must
+    not silently run a command on every event.
+    """
+    if username is None:
+        return None
+    user = get_user_model().objects.filter(username=username).first()
+    if not _is_organizer(user):
+        raise ValueError(f"No active staff user {username!r}.")
+    return user
+
+
+def command_events(user: AbstractBaseUser | None) -> QuerySet[Event]:
+    """The events a management command may touch: all for the operator (no --as), else the user's."""
+    return Event.objects.all() if user is None else organizer_events(user)

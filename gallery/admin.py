@@ -1,8 +1,16 @@
-"""Organizer tools: events with their link and QR code, photo uploads, indexing state."""
+"""Organizer tools: events with their link and QR code, photo uploads, indexing state.
+
+Organizers are staff users who own events; every list, object page, custom view
+and action below is limited to the events the signed-in user manages
+(gallery.access.organizer_rows / event_for_organizer). Superusers manage all.
+"""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
@@ -10,9 +18,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from gallery import services
+from gallery import access, services
 from gallery.forms import PhotoUploadForm
 from gallery.links import current_request, public_url
 from gallery.models import Event, Face, Match, Photo, Selfie
@@ -32,15 +41,81 @@ def _count(rows: QuerySet) -> Coalesce:
     return Coalesce(Subquery(per_event.annotate(n=Count("pk")).values("n")), 0)
 
 
+class OrganizerAdmin(admin.ModelAdmin):
+    """Rows of the events the signed-in user manages, and nothing else.
+
+    Lists, object pages (another organizer's row is "not found"), deletions and
+    actions all go through get_queryset; the object checks repeat the decision
+    for code that asks about an object directly.
+    """
+
+    # The lookup from a row to its event ("" for events themselves).
+    event_path = "event"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return access.organizer_rows(request.user, super().get_queryset(request), event_path=self.event_path)
+
+    def _event_of(self, obj: object) -> Event | None:
+        for part in filter(None, self.event_path.split("__")):
+            obj = getattr(obj, part)
+        return obj  # type: ignore[return-value]
+
+    def _manages(self, request: HttpRequest, obj: object | None) -> bool:
+        return obj is None or access.organizer_manages(request.user, self._event_of(obj))
+
+    def has_view_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return super().has_view_permission(request, obj) and self._manages(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return super().has_change_permission(request, obj) and self._manages(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and self._manages(request, obj)
+
+
+class EventForm(forms.ModelForm):
+    add_owner = forms.CharField(
+        label=_("Add an owner"),
+        required=False,
+        help_text=_("Username or e-mail address of another organizer who may manage this event."),
+    )
+
+    class Meta:
+        model = Event
+        fields = "__all__"
+
+    def clean_add_owner(self) -> object:
+        wanted = self.cleaned_data["add_owner"].strip()
+        if not wanted:
+            return None
+        users = get_user_model().objects.filter(is_active=True, is_staff=True)
+        user = users.filter(username=wanted).first() or users.filter(email__iexact=wanted).first()
+        if user is None:
+            raise forms.ValidationError(gettext("No organizer with this username or e-mail address."))
+        return user
+
+
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
-    list_display = ["name", "date", "slug", "published", "photo_total", "photo_indexed", "photo_failed", "selfie_total"]
-    list_filter = ["published", "date"]
+class EventAdmin(OrganizerAdmin):
+    event_path = ""
+    form = EventForm
+    list_display = ["name", "date", "published", "photo_total", "photo_indexed", "photo_failed", "selfie_total"]
+    list_filter = ["published"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["attendee_link", "qr_code", "progress"]
-    fields = ["name", "slug", "date", "access_code", "published", "attendee_link", "qr_code", "progress"]
+    readonly_fields = ["attendee_link", "qr_code", "progress", "owner_list"]
+    filter_horizontal = ["owners"]
     actions = ["reindex_failed", "rematch"]
+
+    class Media:
+        css = {"all": ["css/organizer-admin.css"]}
+
+    def get_fields(self, request: HttpRequest, obj: Event | None = None) -> list[str]:
+        fields = ["name", "slug", "date", "access_code", "published"]
+        # Superusers pick owners among all users; an organizer adds one by name,
+        # without being shown every account.
+        fields += ["owners"] if request.user.is_superuser else ["owner_list", "add_owner"]
+        return [*fields, "attendee_link", "qr_code", "progress"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
         # One subquery per count: joining photos and selfies in one query would
@@ -56,24 +131,40 @@ class EventAdmin(admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="Photos", ordering="n_photos")
+    def save_model(self, request: HttpRequest, obj: Event, form: EventForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change and not request.user.is_superuser:
+            services.event_owner_add(event=obj, user=request.user)  # whoever creates an event manages it
+        if form.cleaned_data.get("add_owner"):
+            services.event_owner_add(event=obj, user=form.cleaned_data["add_owner"])
+            self.message_user(
+                request, gettext("%(user)s now manages this event.") % {"user": form.cleaned_data["add_owner"]}
+            )
+
+    @admin.display(description=_("Photos"), ordering="n_photos")
     def photo_total(self, obj: Event) -> int:
         return obj.n_photos
 
-    @admin.display(description="Indexed", ordering="n_indexed")
+    @admin.display(description=_("Indexed"), ordering="n_indexed")
     def photo_indexed(self, obj: Event) -> int:
         return obj.n_indexed
 
-    @admin.display(description="Failed", ordering="n_failed")
+    @admin.display(description=_("Failed"), ordering="n_failed")
     def photo_failed(self, obj: Event) -> int:
         return obj.n_failed
 
-    @admin.display(description="Selfies", ordering="n_selfies")
+    @admin.display(description=_("Selfies"), ordering="n_selfies")
     def selfie_total(self, obj: Event) -> int:
         return obj.n_selfies
 
-    def _public_url(self, obj: Event) -> str:
-        return public_url(obj.get_absolute_url())
+    @admin.display(description=_("Owners"))
+    def owner_list(self, obj: Event) -> str:
+        if not obj.pk:
+            return gettext("You, once saved.")
+        return ", ".join(user.get_username() for user in obj.owners.all()) or "—"
+
+    def _public_url(self, obj: Event, request: HttpRequest | None = None) -> str:
+        return public_url(obj.get_absolute_url(), request=request)
 
     def changeform_view(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         # The link and QR code fields need the request's host (when SITE_URL is unset).
@@ -86,22 +177,35 @@ class EventAdmin(admin.ModelAdmin):
         finally:
             current_request.reset(token)
 
-    @admin.display(description="Attendee link")
+    @admin.display(description=_("Attendee link"))
     def attendee_link(self, obj: Event) -> str:
         if not obj.pk:
-            return "Save the event first."
+            return gettext("Save the event first.")
         url = self._public_url(obj)
         upload = reverse("admin:gallery_event_upload", args=[obj.pk])
-        return format_html('<a href="{}">{}</a> · <a href="{}">Upload photos</a>', url, url, upload)
+        return format_html(
+            '<a href="{}">{}</a><br><a class="button organizer-upload" href="{}">{}</a>',
+            url,
+            url,
+            upload,
+            gettext("Upload photos"),
+        )
 
-    @admin.display(description="QR code")
+    @admin.display(description=_("QR code"))
     def qr_code(self, obj: Event) -> str:
         if not obj.pk:
             return "-"
+        download = reverse("admin:gallery_event_qr", args=[obj.pk])
         # The SVG is generated by qrcode from our own URL; it holds no user input.
-        return mark_safe(f'<div style="width:200px">{_qr_svg(self._public_url(obj))}</div>')  # noqa: S308
+        svg = mark_safe(_qr_svg(self._public_url(obj)))  # noqa: S308
+        return format_html(
+            '<div class="qr-code">{}</div><a class="button" href="{}" download>{}</a>',
+            svg,
+            download,
+            gettext("Download the QR code (SVG)"),
+        )
 
-    @admin.display(description="Indexing")
+    @admin.display(description=_("Indexing"))
     def progress(self, obj: Event) -> str:
         if not obj.pk:
             return "-"
@@ -109,17 +213,19 @@ class EventAdmin(admin.ModelAdmin):
         return ", ".join(f"{counts.get(state, 0)} {label.lower()}" for state, label in Photo.State.choices)
 
     def get_urls(self):
-        upload = path(
-            "<int:event_id>/upload/", self.admin_site.admin_view(self.upload_view), name="gallery_event_upload"
-        )
-        return [upload, *super().get_urls()]
+        def view(name: str, route: str, func) -> object:
+            return path(f"<int:event_id>/{route}", self.admin_site.admin_view(func), name=f"gallery_event_{name}")
+
+        return [view("upload", "upload/", self.upload_view), view("qr", "qr.svg", self.qr_view), *super().get_urls()]
+
+    def _event_for_change(self, request: HttpRequest, event_id: int) -> Event:
+        """The event, if this user may change it: 403 without the permission, 404 if it is not theirs."""
+        if not super().has_change_permission(request):
+            raise PermissionDenied
+        return access.event_for_organizer(request, event_id)
 
     def upload_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
-        event = get_object_or_404(Event, pk=event_id)
-        if not self.has_change_permission(request, event):
-            from django.core.exceptions import PermissionDenied
-
-            raise PermissionDenied
+        event = self._event_for_change(request, event_id)
         form = PhotoUploadForm(request.POST, request.FILES) if request.method == "POST" else PhotoUploadForm()
         if request.method == "POST" and form.is_valid():
             summary = services.ImportSummary()
@@ -134,30 +240,29 @@ class EventAdmin(admin.ModelAdmin):
         context["title"] = f"Upload photos to {event.name}"
         return render(request, "admin/gallery/event/upload.html", context)
 
-    @admin.action(description="Retry failed photos of the selected events")
+    def qr_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        if not super().has_view_permission(request):
+            raise PermissionDenied
+        event = access.event_for_organizer(request, event_id)
+        response = HttpResponse(_qr_svg(self._public_url(event, request)), content_type="image/svg+xml")
+        response["Content-Disposition"] = f'attachment; filename="{event.slug}-qr.svg"'
+        return response
+
+    @admin.action(description=_("Retry failed photos of the selected events"))
     def reindex_failed(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
         count = sum(services.event_reindex(event=event, failed_only=True) for event in queryset)
         self.message_user(request, f"{count} photos queued for indexing again.")
 
-    @admin.action(description="Match all selfies of the selected events again")
+    @admin.action(description=_("Match all selfies of the selected events again"))
     def rematch(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
         count = sum(services.event_rematch(event=event) for event in queryset)
         self.message_user(request, f"{count} selfies queued for matching.")
 
 
 @admin.register(Photo)
-class PhotoAdmin(admin.ModelAdmin):
-    list_display = [
-        "preview",
-        "original_name",
-        "event",
-        "index_state",
-        "face_count",
-        "faces_left_out",
-        "taken_at",
-        "index_error",
-    ]
-    list_filter = ["index_state", "event"]
+class PhotoAdmin(OrganizerAdmin):
+    list_display = ["preview", "original_name", "event", "index_state", "faces", "taken_at", "short_error"]
+    list_filter = ["index_state", ("event", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["original_name", "content_hash"]
     list_select_related = ["event"]
     readonly_fields = [
@@ -180,8 +285,27 @@ class PhotoAdmin(admin.ModelAdmin):
     exclude = ["display", "thumbnail", "claimed_at", "faces_left_out_reasons"]
     actions = ["reindex"]
 
+    class Media:
+        css = {"all": ["css/organizer-admin.css"]}
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # photos come in through the event's upload page or import_photos
+
+    @admin.display(description=_("Faces"), ordering="face_count")
+    def faces(self, obj: Photo) -> str:
+        # Not indexed yet: no count, so "0" never reads as "no faces found".
+        if obj.index_state != Photo.State.INDEXED:
+            return "—"
+        if obj.faces_left_out:
+            return gettext("%(kept)s (+%(left_out)s left out)") % {"kept": obj.face_count, "left_out": obj.faces_left_out}
+        return str(obj.face_count)
+
+    @admin.display(description=_("Error"), ordering="index_error")
+    def short_error(self, obj: Photo) -> str:
+        if not obj.index_error:
+            return ""
+        text = obj.index_error if len(obj.index_error) <= 60 else obj.index_error[:59] + "…"
+        return format_html('<span title="{}">{}</span>', obj.index_error, text)
 
     @admin.display(description=_("Why faces were left out"))
     def left_out_reasons(self, obj: Photo) -> str:
@@ -193,38 +317,34 @@ class PhotoAdmin(admin.ModelAdmin):
         if not obj.thumbnail:
             return "-"
         url = reverse("admin:gallery_photo_thumbnail", args=[obj.pk])
-        return format_html('<img src="{}" style="height:60px;border-radius:4px" alt="">', url)
+        return format_html('<img src="{}" class="photo-preview" alt="">', url)
 
-    @admin.display(description="Preview")
+    @admin.display(description=_("Preview"))
     def preview_large(self, obj: Photo) -> str:
         if not obj.thumbnail:
-            return "Not indexed yet."
+            return gettext("Not indexed yet.")
         url = reverse("admin:gallery_photo_thumbnail", args=[obj.pk])
-        return format_html('<img src="{}" style="max-width:480px" alt="">', url)
+        return format_html('<img src="{}" class="photo-preview-large" alt="">', url)
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.thumbnail_view)
         return [path("<int:photo_id>/thumbnail.jpg", view, name="gallery_photo_thumbnail"), *super().get_urls()]
 
     def thumbnail_view(self, request: HttpRequest, photo_id: int) -> HttpResponse:
-        if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
-
+        if not super().has_view_permission(request):
             raise PermissionDenied
-        return serve_file(get_object_or_404(Photo, pk=photo_id).thumbnail)
+        return serve_file(get_object_or_404(self.get_queryset(request), pk=photo_id).thumbnail)
 
-    @admin.action(description="Index the selected photos again")
+    @admin.action(description=_("Index the selected photos again"))
     def reindex(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
-        count = 0
-        for event in Event.objects.filter(photos__in=queryset).distinct():
-            count += services.photos_reindex(photo_ids=list(queryset.filter(event=event).values_list("id", flat=True)))
+        count = services.photos_reindex(photo_ids=list(queryset.values_list("id", flat=True)))
         self.message_user(request, f"{count} photos queued for indexing.")
 
 
 @admin.register(Selfie)
-class SelfieAdmin(admin.ModelAdmin):
+class SelfieAdmin(OrganizerAdmin):
     list_display = ["id", "event", "match_state", "match_count", "search_limit_reached", "consent_at", "matched_at"]
-    list_filter = ["match_state", "search_limit_reached", "event"]
+    list_filter = ["match_state", "search_limit_reached", ("event", admin.RelatedOnlyFieldListFilter)]
     readonly_fields = [
         "event",
         "attendee",
@@ -244,15 +364,16 @@ class SelfieAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Selfie]:
         return super().get_queryset(request).select_related("event").annotate(n_matches=Count("matches"))
 
-    @admin.display(description="Matches", ordering="n_matches")
+    @admin.display(description=_("Matches"), ordering="n_matches")
     def match_count(self, obj: Selfie) -> int:
         return obj.n_matches
 
 
 @admin.register(Match)
-class MatchAdmin(admin.ModelAdmin):
+class MatchAdmin(OrganizerAdmin):
+    event_path = "selfie__event"
     list_display = ["selfie", "photo", "distance", "created_at"]
-    list_filter = ["selfie__event"]
+    list_filter = [("selfie__event", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["selfie__event", "photo"]
     readonly_fields = ["selfie", "photo", "distance", "created_at"]
 
@@ -261,7 +382,8 @@ class MatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(Face)
-class FaceAdmin(admin.ModelAdmin):
+class FaceAdmin(OrganizerAdmin):
+    event_path = "photo__event"
     list_display = ["id", "photo", "engine", "left", "top", "width", "height"]
     list_filter = ["engine"]
     list_select_related = ["photo"]

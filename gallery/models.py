@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 def _new_token() -> str:
@@ -57,6 +58,12 @@ def claims_expire_before() -> datetime:
     return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"] + CLAIM_GRACE_SECONDS)
 
 
+class EventQuerySet(models.QuerySet):
+    def owned_by(self, user: object) -> EventQuerySet:
+        """The events this staff user is an owner of (not all events, even for a superuser)."""
+        return self.filter(owners=user)
+
+
 class Event(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
@@ -76,7 +83,17 @@ class Event(models.Model):
         blank=True,
         help_text="Days after the event when attendee data is deleted; on the privacy page.",
     )
+    # Organizers (staff users) who manage the event in the admin; superusers manage every event.
+    owners = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="owned_events",
+        verbose_name=_("owners"),
+        help_text=_("Organizers who see and manage this event in the admin."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = EventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-date", "name"]

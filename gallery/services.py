@@ -18,17 +18,25 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import DatabaseError, IntegrityError, transaction
 from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from PIL import Image
 
 from gallery import access, jobs
 from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file
+from gallery.links import public_url
 from gallery.models import ORIGINAL_PREFIX, Attendee, Event, Photo, Rejection, Selfie
 
 _CHUNK = 1024 * 1024
@@ -59,8 +67,15 @@ class ImportSummary:
 # --- Events -------------------------------------------------------------------
 
 
-def event_create(*, name: str, slug: str | None = None, code: str = "", event_date: date | None = None) -> Event:
-    """A new published event. A given slug must be free; a derived one is made unique."""
+def event_create(
+    *,
+    name: str,
+    slug: str | None = None,
+    code: str = "",
+    event_date: date | None = None,
+    owner: AbstractBaseUser | None = None,
+) -> Event:
+    """A new published event, managed by `owner` if given. A given slug must be free; a derived one is made unique."""
     name = name.strip()
     if not name:
         raise ValueError("An event needs a name.")
@@ -82,8 +97,73 @@ def event_create(*, name: str, slug: str | None = None, code: str = "", event_da
         raise ValueError(
             " ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
         ) from exc
-    event.save()
+    with transaction.atomic():
+        event.save()
+        if owner is not None:
+            event_owner_add(event=event, user=owner)
     return event
+
+
+def event_owner_add(*, event: Event, user: AbstractBaseUser) -> None:
+    """Let a staff user manage the event. Adding an owner twice is harmless."""
+    if not (user.is_active and user.is_staff):
+        raise ValueError(f"{user} is not an active staff user: only organizers can own events.")
+    event.owners.add(user)
+
+
+ORGANIZERS_GROUP = "Organizers"
+# What organizers may do in the admin; which rows they may do it to is decided by
+# gallery.access (their own events only).
+_ORGANIZER_PERMISSIONS = {
+    "event": ("add", "change", "delete", "view"),
+    "photo": ("change", "delete", "view"),
+    "face": ("delete", "view"),
+    "rejection": ("delete",),
+    "selfie": ("delete", "view"),
+    "match": ("delete", "view"),
+    "attendee": ("delete", "view"),
+}
+
+
+def organizers_group() -> Group:
+    """The group holding the organizers' model permissions, made (or completed) on first use."""
+    group, _ = Group.objects.get_or_create(name=ORGANIZERS_GROUP)
+    codenames = [f"{action}_{model}" for model, actions in _ORGANIZER_PERMISSIONS.items() for action in actions]
+    group.permissions.add(*Permission.objects.filter(content_type__app_label="gallery", codename__in=codenames))
+    return group
+
+
+def organizer_create(*, username: str, email: str, password: str | None = None) -> AbstractBaseUser:
+    """A staff user in the Organizers group: sees only the events they own.
+
+    Without a password the account has an unusable one until they set theirs
+    through a one-time link (see organizer_login_link).
+    """
+    User = get_user_model()  # noqa: N806 - a class
+    if User.objects.filter(username=username).exists():
+        raise ValueError(f"A user named {username!r} already exists.")
+    user = User(username=username, email=email, is_staff=True)
+    try:
+        user.full_clean(exclude=["password"])
+        if password is not None:
+            password_validation.validate_password(password, user)
+    except ValidationError as exc:
+        raise ValueError(" ".join(exc.messages)) from exc
+    if password is None:
+        user.set_unusable_password()
+    else:
+        user.set_password(password)
+    with transaction.atomic():
+        user.save()
+        user.groups.add(organizers_group())
+    return user
+
+
+def organizer_login_link(*, user: AbstractBaseUser) -> str:
+    """A link to choose a password, usable once (Django's password-reset token)."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    token = default_token_generator.make_token(user)
+    return public_url(reverse("organizer_welcome", args=[uid, token]))
 
 
 # --- Photos -------------------------------------------------------------------

@@ -1,0 +1,244 @@
+"""Organizer accounts: each organizer sees and changes only the events they own; superusers see all.
+
+The permission matrix: organizer A, organizer B, a superuser and an anonymous
+visitor against every admin list, object page, deletion, custom view and action,
+and the management commands given --as.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+
+from gallery import services
+from gallery.models import Event, Face, Match, Photo, Selfie
+from tests.conftest import jpeg_bytes, selfie_row
+
+PASSWORD = "a-long-enough-pass-phrase-42"
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    # The production hasher's deliberate slowness adds seconds per test, and tests nothing here.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def world(db, run_jobs):
+    """Two organizers with an event each (a photo with a face, a selfie, a match), and a superuser."""
+    a = services.organizer_create(username="alice", email="alice@example.org", password=PASSWORD)
+    b = services.organizer_create(username="bob", email="bob@example.org", password=PASSWORD)
+    root = get_user_model().objects.create_superuser("root", "root@example.org", PASSWORD)
+    rows = {}
+    for user, name in ((a, "Alice wedding"), (b, "Bob gala")):
+        event = services.event_create(name=name, owner=user)
+        with run_jobs():
+            services.photo_import(event=event, name=f"{event.slug}.jpg", fileobj=io.BytesIO(jpeg_bytes()))
+        photo = event.photos.get()
+        face = Face.objects.create(photo=photo, left=1, top=1, width=10, height=10, engine="fake")
+        selfie = selfie_row(event, image="s.jpg", match_state="done")
+        match = Match.objects.create(selfie=selfie, photo=photo, distance=0.3)
+        rows[user.username] = {"event": event, "photo": photo, "face": face, "selfie": selfie, "match": match}
+    return {"alice": a, "bob": b, "root": root, "rows": rows}
+
+
+def client_for(user) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def changelist(model: str) -> str:
+    return reverse(f"admin:gallery_{model}_changelist")
+
+
+def change(obj) -> str:
+    return reverse(f"admin:gallery_{obj._meta.model_name}_change", args=[obj.pk])
+
+
+def delete(obj) -> str:
+    return reverse(f"admin:gallery_{obj._meta.model_name}_delete", args=[obj.pk])
+
+
+MODELS = ["event", "photo", "face", "selfie", "match"]
+
+
+def _listed(page: str, obj) -> bool:
+    return f"/admin/gallery/{obj._meta.model_name}/{obj.pk}/change/" in page
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_lists_show_only_the_users_own_rows(world, model):
+    alice_row, bob_row = world["rows"]["alice"][model], world["rows"]["bob"][model]
+    for who, sees, hidden in (("alice", alice_row, bob_row), ("bob", bob_row, alice_row)):
+        page = client_for(world[who]).get(changelist(model)).content.decode()
+        assert _listed(page, sees), (who, model)
+        assert not _listed(page, hidden), (who, model)
+    page = client_for(world["root"]).get(changelist(model)).content.decode()
+    assert _listed(page, alice_row) and _listed(page, bob_row)
+    anonymous = Client().get(changelist(model))
+    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+
+
+def test_list_filters_name_only_the_users_events(world):
+    page = client_for(world["bob"]).get(changelist("photo")).content.decode()
+    assert "Bob gala" in page and "Alice wedding" not in page
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_object_pages_of_another_organizers_event_do_not_exist_for_them(world, model):
+    obj = world["rows"]["alice"][model]
+    assert client_for(world["alice"]).get(change(obj)).status_code == 200
+    assert client_for(world["root"]).get(change(obj)).status_code == 200
+    for url in (change(obj), delete(obj)):
+        response = client_for(world["bob"]).get(url)
+        # Django's answer for an object that does not exist: back to the index with a message
+        # (or 403 where organizers may not do this at all, e.g. deleting a face).
+        assert response.status_code == 403 or (
+            response.status_code == 302 and response["Location"] == reverse("admin:index")
+        ), url
+        assert Client().get(url).status_code == 302
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_another_organizer_cannot_delete_or_change(world, model):
+    obj = world["rows"]["alice"][model]
+    bob = client_for(world["bob"])
+    bob.post(delete(obj), {"post": "yes"})
+    assert type(obj).objects.filter(pk=obj.pk).exists()
+    if model == "event":
+        bob.post(change(obj), {"name": "Hijacked", "slug": "hijacked", "date": "2026-01-01", "access_code": ""})
+        obj.refresh_from_db()
+        assert obj.name == "Alice wedding"
+    # The bulk delete action runs on the user's rows only.
+    bob.post(changelist(model), {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"})
+    assert type(obj).objects.filter(pk=obj.pk).exists()
+
+
+@pytest.mark.parametrize("model", ["event", "photo", "selfie", "match"])
+def test_the_owner_can_delete(world, model):
+    obj = world["rows"]["alice"][model]
+    response = client_for(world["alice"]).post(delete(obj), {"post": "yes"})
+    assert response.status_code == 302
+    assert not type(obj).objects.filter(pk=obj.pk).exists()
+
+
+def test_custom_views_answer_only_the_owner_and_superusers(world):
+    photo = world["rows"]["alice"]["photo"]
+    event = world["rows"]["alice"]["event"]
+    urls = [
+        reverse("admin:gallery_event_upload", args=[event.pk]),
+        reverse("admin:gallery_event_qr", args=[event.pk]),
+        reverse("admin:gallery_photo_thumbnail", args=[photo.pk]),
+    ]
+    for url in urls:
+        assert client_for(world["alice"]).get(url).status_code == 200, url
+        assert client_for(world["root"]).get(url).status_code == 200, url
+        assert client_for(world["bob"]).get(url).status_code == 404, url
+        anonymous = Client().get(url)
+        assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"], url
+    # An upload into someone else's event stores nothing.
+    response = client_for(world["bob"]).post(urls[0], {"files": [io.BytesIO(jpeg_bytes((1, 2, 3)))]})
+    assert response.status_code == 404 and event.photos.count() == 1
+
+
+def test_actions_touch_only_the_users_rows(world, run_jobs):
+    alice_photo = world["rows"]["alice"]["photo"]
+    alice_event = world["rows"]["alice"]["event"]
+    Photo.objects.filter(pk=alice_photo.pk).update(index_state=Photo.State.FAILED, index_error="kept")
+    Selfie.objects.filter(event=alice_event).update(match_state=Selfie.State.FAILED, match_error="kept")
+    bob = client_for(world["bob"])
+    with run_jobs():
+        for model, action, pk in (
+            ("photo", "reindex", alice_photo.pk),
+            ("event", "reindex_failed", alice_event.pk),
+            ("event", "rematch", alice_event.pk),
+        ):
+            bob.post(changelist(model), {"action": action, "_selected_action": [pk]})
+    alice_photo.refresh_from_db()
+    assert (alice_photo.index_state, alice_photo.index_error) == ("failed", "kept")
+    assert Selfie.objects.get(event=alice_event).match_error == "kept"
+    with run_jobs():
+        client_for(world["alice"]).post(
+            changelist("event"), {"action": "reindex_failed", "_selected_action": [alice_event.pk]}
+        )
+    alice_photo.refresh_from_db()
+    assert alice_photo.index_state == Photo.State.INDEXED
+
+
+def test_an_event_created_in_the_admin_belongs_to_its_creator(world):
+    alice = client_for(world["alice"])
+    response = alice.post(
+        reverse("admin:gallery_event_add"),
+        {"name": "Alice party", "slug": "alice-party", "date": "2026-07-01", "access_code": "", "published": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = Event.objects.get(slug="alice-party")
+    assert list(event.owners.all()) == [world["alice"]]
+    assert "Alice party" not in client_for(world["bob"]).get(changelist("event")).content.decode()
+
+
+def test_an_owner_adds_another_organizer(world):
+    event = world["rows"]["alice"]["event"]
+    alice = client_for(world["alice"])
+    data = {"name": event.name, "slug": event.slug, "date": "2026-07-01", "access_code": "", "published": "on"}
+    page = alice.post(change(event), {**data, "add_owner": "nobody"}).content.decode()
+    assert "No organizer with this username" in page
+    assert alice.post(change(event), {**data, "add_owner": "bob@example.org"}).status_code == 302
+    assert set(event.owners.all()) == {world["alice"], world["bob"]}
+    assert client_for(world["bob"]).get(change(event)).status_code == 200
+
+
+def test_organizers_see_no_users_or_job_admin(world):
+    bob = client_for(world["bob"])
+    for url in (reverse("admin:auth_user_changelist"), reverse("admin:django_q_failure_changelist")):
+        assert bob.get(url).status_code == 403, url
+
+
+# --- Commands -------------------------------------------------------------------------
+
+
+def test_create_organizer_prints_a_one_time_link_that_signs_in(db, client, settings):
+    settings.SITE_URL = "https://photos.example.org"
+    out = io.StringIO()
+    call_command("create_organizer", "carol", "carol@example.org", stdout=out)
+    link = next(line for line in out.getvalue().splitlines() if "/admin/welcome/" in line)
+    user = get_user_model().objects.get(username="carol")
+    assert user.is_staff and not user.is_superuser and not user.has_usable_password()
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    form = client.get("/" + path, follow=True)
+    assert form.status_code == 200 and b"new_password1" in form.content
+    done = client.post(form.redirect_chain[-1][0], {"new_password1": PASSWORD, "new_password2": PASSWORD})
+    assert done.status_code == 302 and done["Location"] == reverse("admin:index")
+    assert client.get(reverse("admin:gallery_event_changelist")).status_code == 200  # signed in
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+    client.logout()
+    assert b"new_password1" not in client.get("/" + path, follow=True).content  # used once
+
+
+def test_create_organizer_with_password_on_stdin(db, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    out = io.StringIO()
+    call_command("create_organizer", "dave", "dave@example.org", "--password-stdin", stdout=out)
+    assert get_user_model().objects.get(username="dave").check_password(PASSWORD)
+    assert PASSWORD not in out.getvalue()
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    with pytest.raises(CommandError):
+        call_command("create_organizer", "erin", "erin@example.org", "--password-stdin")
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_organizer", "dave", "other@example.org")
+
+
+def test_create_event_with_an_owner(world):
+    call_command("create_event", "Bob brunch", "--owner", "bob", stdout=io.StringIO())
+    assert list(Event.objects.get(name="Bob brunch").owners.all()) == [world["bob"]]
+    with pytest.raises(CommandError, match="No active staff user"):
+        call_command("create_event", "Nobody's", "--owner", "nobody")
+    assert not Event.objects.filter(name="Nobody's").exists()
