@@ -82,7 +82,7 @@ class EventForm(forms.ModelForm):
 
     class Meta:
         model = Event
-        fields = "__all__"
+        fields = "__all__"  # noqa: DJ007 - EventAdmin.get_fields picks them per user
 
     def clean_add_owner(self) -> object:
         wanted = self.cleaned_data["add_owner"].strip()
@@ -111,7 +111,8 @@ class EventAdmin(OrganizerAdmin):
         css = {"all": ["css/organizer-admin.css"]}
 
     def get_fields(self, request: HttpRequest, obj: Event | None = None) -> list[str]:
-        fields = ["name", "slug", "date", "access_code", "published"]
+        placed = ["owners", "owner_list", "add_owner", "attendee_link", "qr_code", "progress"]
+        fields = [name for name in super().get_fields(request, obj) if name not in placed]
         # Superusers pick owners among all users; an organizer adds one by name,
         # without being shown every account.
         fields += ["owners"] if request.user.is_superuser else ["owner_list", "add_owner"]
@@ -297,7 +298,8 @@ class PhotoAdmin(OrganizerAdmin):
         if obj.index_state != Photo.State.INDEXED:
             return "—"
         if obj.faces_left_out:
-            return gettext("%(kept)s (+%(left_out)s left out)") % {"kept": obj.face_count, "left_out": obj.faces_left_out}
+            counts = {"kept": obj.face_count, "left_out": obj.faces_left_out}
+            return gettext("%(kept)s (+%(left_out)s left out)") % counts
         return str(obj.face_count)
 
     @admin.display(description=_("Error"), ordering="index_error")

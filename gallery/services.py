@@ -139,7 +139,7 @@ def organizer_create(*, username: str, email: str, password: str | None = None) 
     Without a password the account has an unusable one until they set theirs
     through a one-time link (see organizer_login_link).
     """
-    User = get_user_model()  # noqa: N806 - a class
+    User = get_user_model()
     if User.objects.filter(username=username).exists():
         raise ValueError(f"A user named {username!r} already exists.")
     user = User(username=username, email=email, is_staff=True)

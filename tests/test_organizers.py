@@ -242,3 +242,40 @@ def test_create_event_with_an_owner(world):
     with pytest.raises(CommandError, match="No active staff user"):
         call_command("create_event", "Nobody's", "--owner", "nobody")
     assert not Event.objects.filter(name="Nobody's").exists()
+
+
+def test_commands_given_as_touch_only_the_organizers_events(world, run_jobs, tmp_path):
+    alice_event, bob_event = world["rows"]["alice"]["event"], world["rows"]["bob"]["event"]
+    Photo.objects.update(index_state=Photo.State.FAILED, index_error="kept")
+    # Another organizer's event does not exist for them, whatever the command.
+    photo_file = tmp_path / "new.jpg"
+    photo_file.write_bytes(jpeg_bytes((9, 9, 9)))
+    for command in (
+        ["import_photos", alice_event.slug, str(photo_file)],
+        ["reindex", alice_event.slug],
+        ["rematch", alice_event.slug],
+        ["find_faces", alice_event.slug, str(photo_file)],
+    ):
+        with pytest.raises(CommandError, match="No event with the slug"):
+            call_command(*command, "--as", "bob", stdout=io.StringIO(), stderr=io.StringIO())
+    assert alice_event.photos.count() == 1
+    # Without a slug: all of their events and only theirs.
+    out = io.StringIO()
+    with run_jobs():
+        call_command("reindex", "--failed", "--as", "bob", stdout=out)
+    assert "Queued 1 failed photos of the events of bob" in out.getvalue()
+    assert bob_event.photos.get().index_state == Photo.State.INDEXED
+    assert alice_event.photos.get().index_error == "kept"
+    out = io.StringIO()
+    call_command("rematch", "--as", "bob", stdout=out)
+    assert "Queued 1 selfies of the events of bob" in out.getvalue()
+    # Their own event works; an unknown --as never falls back to every event.
+    with run_jobs():
+        call_command("import_photos", bob_event.slug, str(photo_file), "--as", "bob", stdout=io.StringIO())
+    assert bob_event.photos.count() == 2
+    with pytest.raises(CommandError, match="No active staff user"):
+        call_command("reindex", "--as", "nobody")
+    # The superuser given with --as, or no --as (the operator): every event.
+    out = io.StringIO()
+    call_command("rematch", "--as", "root", stdout=out)
+    assert "Queued 2 selfies" in out.getvalue()

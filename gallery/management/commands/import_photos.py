@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from gallery import services
-from gallery.management.events import event_by_slug
+from gallery.management.events import acting_user, add_as_argument, event_by_slug
 from gallery.models import Photo
 
 
@@ -25,6 +25,7 @@ class Command(BaseCommand):
     help = "Import photos (files, folders searched recursively, .zip archives) into an event."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        add_as_argument(parser)
         parser.add_argument("slug", help="The event's slug.")
         parser.add_argument(
             "paths", nargs="+", type=Path, metavar="PATH", help="Photo files, folders or .zip archives."
@@ -38,9 +39,16 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args: object, slug: str, paths: list[Path], wait: bool, stall_timeout: float, **options: object
+        self,
+        *args: object,
+        slug: str,
+        paths: list[Path],
+        wait: bool,
+        stall_timeout: float,
+        as_user: str | None,
+        **options: object,
     ) -> None:
-        event = event_by_slug(slug)
+        event = event_by_slug(slug, user=acting_user(as_user))
         missing = [str(path) for path in paths if not path.exists()]
         if missing:
             raise CommandError(f"No such file or folder: {', '.join(missing)}")

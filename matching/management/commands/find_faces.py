@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gallery.images import ImageProblem, load_rgb
-from gallery.management.events import event_by_slug
+from gallery.management.events import acting_user, add_as_argument, event_by_slug
 from matching import services
 
 
@@ -14,6 +14,7 @@ class Command(BaseCommand):
     help = "List the photos of an event that show the largest face in IMAGE, best match first."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        add_as_argument(parser)
         parser.add_argument("slug", help="The event's slug.")
         parser.add_argument("image", type=Path, help="A photo of the person to look for.")
         parser.add_argument(
@@ -24,9 +25,16 @@ class Command(BaseCommand):
         )
 
     def handle(
-        self, *args: object, slug: str, image: Path, tolerance: float | None, as_json: bool, **options: object
+        self,
+        *args: object,
+        slug: str,
+        image: Path,
+        tolerance: float | None,
+        as_json: bool,
+        as_user: str | None,
+        **options: object,
     ) -> None:
-        event = event_by_slug(slug)
+        event = event_by_slug(slug, user=acting_user(as_user))
         if tolerance is not None and not 0 < tolerance <= 2:
             raise CommandError("--tolerance must be between 0 and 2.")
         try:
