@@ -7,21 +7,23 @@ and action below is limited to the events the signed-in user manages
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from gallery import access, services
+from gallery import access, dashboard, services
 from gallery.forms import PhotoUploadForm
 from gallery.links import current_request, public_url
 from gallery.models import Event, Face, Match, Photo, Selfie
@@ -103,20 +105,22 @@ class EventAdmin(OrganizerAdmin):
     list_filter = ["published"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["attendee_link", "qr_code", "progress", "owner_list"]
+    readonly_fields = ["attendee_link", "qr_code", "owner_list"]
     filter_horizontal = ["owners"]
     actions = ["reindex_failed", "rematch"]
+    change_form_template = "admin/gallery/event/change_form.html"
 
     class Media:
         css = {"all": ["css/organizer-admin.css"]}
+        js = ["js/event-dashboard.js"]
 
     def get_fields(self, request: HttpRequest, obj: Event | None = None) -> list[str]:
-        placed = ["owners", "owner_list", "add_owner", "attendee_link", "qr_code", "progress"]
+        placed = ["owners", "owner_list", "add_owner", "attendee_link", "qr_code"]
         fields = [name for name in super().get_fields(request, obj) if name not in placed]
         # Superusers pick owners among all users; an organizer adds one by name,
         # without being shown every account.
         fields += ["owners"] if request.user.is_superuser else ["owner_list", "add_owner"]
-        return [*fields, "attendee_link", "qr_code", "progress"]
+        return [*fields, "attendee_link", "qr_code"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
         # One subquery per count: joining photos and selfies in one query would
@@ -206,18 +210,19 @@ class EventAdmin(OrganizerAdmin):
             gettext("Download the QR code (SVG)"),
         )
 
-    @admin.display(description=_("Indexing"))
-    def progress(self, obj: Event) -> str:
-        if not obj.pk:
-            return "-"
-        counts = dict(obj.photos.values_list("index_state").annotate(n=Count("id")))
-        return ", ".join(f"{counts.get(state, 0)} {label.lower()}" for state, label in Photo.State.choices)
-
     def get_urls(self):
         def view(name: str, route: str, func) -> object:
             return path(f"<int:event_id>/{route}", self.admin_site.admin_view(func), name=f"gallery_event_{name}")
 
-        return [view("upload", "upload/", self.upload_view), view("qr", "qr.svg", self.qr_view), *super().get_urls()]
+        return [
+            view("upload", "upload/", self.upload_view),
+            view("qr", "qr.svg", self.qr_view),
+            view("status", "status.json", self.status_view),
+            view("retry_failed", "retry-failed/", self.retry_failed_view),
+            view("reindex", "reindex/", self.reindex_view),
+            view("rematch", "rematch/", self.rematch_view),
+            *super().get_urls(),
+        ]
 
     def _event_for_change(self, request: HttpRequest, event_id: int) -> Event:
         """The event, if this user may change it: 403 without the permission, 404 if it is not theirs."""
@@ -249,6 +254,55 @@ class EventAdmin(OrganizerAdmin):
         response["Content-Disposition"] = f'attachment; filename="{event.slug}-qr.svg"'
         return response
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        # The dashboard sits above the form (its buttons are forms of their own).
+        event = self.get_object(request, object_id)
+        if event is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "status": dashboard.event_status(event.pk),
+                "failures": dashboard.event_failures(event.pk),
+                "status_url": reverse("admin:gallery_event_status", args=[event.pk]),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def status_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        """The dashboard's numbers, polled by static/js/event-dashboard.js while indexing runs."""
+        if not super().has_view_permission(request):
+            raise PermissionDenied
+        event = access.event_for_organizer(request, event_id)
+        response = JsonResponse(dashboard.event_status(event.pk))
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _queue_view(self, request: HttpRequest, event_id: int, queue: Callable[[Event], int], message: str):
+        """A dashboard button: POST only, on an event this user may change."""
+        event = self._event_for_change(request, event_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        self.message_user(request, message % {"count": queue(event)})
+        return redirect(reverse("admin:gallery_event_change", args=[event.pk]))
+
+    def retry_failed_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        def queue(event: Event) -> int:
+            return services.event_reindex(event=event, failed_only=True)
+
+        return self._queue_view(request, event_id, queue, gettext("%(count)s failed photos queued for indexing again."))
+
+    def reindex_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        def queue(event: Event) -> int:
+            return services.event_reindex(event=event)
+
+        return self._queue_view(request, event_id, queue, gettext("%(count)s photos queued for indexing again."))
+
+    def rematch_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        def queue(event: Event) -> int:
+            return services.event_rematch(event=event)
+
+        return self._queue_view(request, event_id, queue, gettext("%(count)s selfies queued for matching again."))
+
     @admin.action(description=_("Retry failed photos of the selected events"))
     def reindex_failed(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
         count = sum(services.event_reindex(event=event, failed_only=True) for event in queryset)
@@ -260,14 +314,41 @@ class EventAdmin(OrganizerAdmin):
         self.message_user(request, f"{count} selfies queued for matching.")
 
 
+class HasFacesFilter(admin.SimpleListFilter):
+    title = _("faces")
+    parameter_name = "has_faces"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", gettext("With faces")), ("no", gettext("No face found"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Photo]) -> QuerySet[Photo]:
+        # Only indexed photos have a face count: a pending photo has no face "yet", not "none".
+        if self.value() == "yes":
+            return queryset.indexed().filter(face_count__gt=0)
+        if self.value() == "no":
+            return queryset.indexed().filter(face_count=0)
+        return queryset
+
+
+def _face_label(face: Face) -> str:
+    """The face's quality where measured (the quality fields may not exist on older schemas)."""
+    low = getattr(face, "is_low_quality", None)
+    if low is None or (getattr(face, "size", None) is None and getattr(face, "sharpness", None) is None):
+        return ""
+    return gettext("low quality") if low() else gettext("good")
+
+
 @admin.register(Photo)
 class PhotoAdmin(OrganizerAdmin):
-    list_display = ["preview", "original_name", "event", "index_state", "faces", "taken_at", "short_error"]
-    list_filter = ["index_state", ("event", admin.RelatedOnlyFieldListFilter)]
+    # Capture time first: the list is sorted by it, then by name (Photo.Meta.ordering),
+    # and the header's sort markers read left to right.
+    list_display = ["preview", "taken_at", "original_name", "event", "index_state", "faces", "short_error"]
+    list_filter = ["index_state", HasFacesFilter, ("event", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["original_name", "content_hash"]
     list_select_related = ["event"]
     readonly_fields = [
         "preview_large",
+        "attendees",
         "event",
         "original",
         "original_name",
@@ -326,7 +407,59 @@ class PhotoAdmin(OrganizerAdmin):
         if not obj.thumbnail:
             return gettext("Not indexed yet.")
         url = reverse("admin:gallery_photo_thumbnail", args=[obj.pk])
-        return format_html('<img src="{}" class="photo-preview-large" alt="">', url)
+        if not (obj.width and obj.height):
+            return format_html('<img src="{}" class="photo-preview-large" alt="">', url)
+        scale = max(obj.width, obj.height) // 120 or 1  # line width and text size, in the photo's pixels
+        # Face boxes are in the original's pixels (upright); the viewBox scales them
+        # with the thumbnail. SVG attributes, not style="": the CSP forbids inline styles.
+        boxes = format_html_join(
+            "",
+            '<g class="face-box"><rect x="{}" y="{}" width="{}" height="{}" stroke-width="{}"></rect>'
+            '<text x="{}" y="{}" font-size="{}">{}</text><title>{}</title></g>',
+            (
+                (
+                    face.left,
+                    face.top,
+                    face.width,
+                    face.height,
+                    scale / 4,
+                    face.left,
+                    max(face.top - scale, scale * 3),
+                    scale * 3,
+                    label,
+                    gettext("Face %(id)s %(quality)s") % {"id": face.pk, "quality": label},
+                )
+                for face in obj.faces.order_by("pk")
+                for label in [_face_label(face)]
+            ),
+        )
+        return format_html(
+            '<svg class="photo-preview-large" viewBox="0 0 {} {}" role="img" aria-label="{}">'
+            '<image href="{}" x="0" y="0" width="{}" height="{}"></image>{}</svg>',
+            obj.width,
+            obj.height,
+            gettext("The photo with its detected faces"),
+            url,
+            obj.width,
+            obj.height,
+            boxes,
+        )
+
+    @admin.display(description=_("Attendees found in it"))
+    def attendees(self, obj: Photo) -> str:
+        selfies = Selfie.objects.filter(matches__photo=obj).order_by("attendee_id", "pk").distinct()
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (
+                    reverse("admin:gallery_selfie_change", args=[s.pk]),
+                    gettext("attendee %(id)s") % {"id": s.attendee_id},
+                )
+                for s in selfies
+            ),
+        )
+        return links or "—"
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.thumbnail_view)

@@ -279,3 +279,113 @@ def test_commands_given_as_touch_only_the_organizers_events(world, run_jobs, tmp
     out = io.StringIO()
     call_command("rematch", "--as", "root", stdout=out)
     assert "Queued 2 selfies" in out.getvalue()
+
+
+# --- Event dashboard --------------------------------------------------------------------
+
+
+def test_dashboard_counts_and_status_endpoint(world):
+    event = world["rows"]["alice"]["event"]
+    Photo.objects.create(event=event, original="x.jpg", original_name="waiting.jpg", content_hash="1" * 64)
+    Photo.objects.create(
+        event=event,
+        original="y.jpg",
+        original_name="broken.jpg",
+        content_hash="2" * 64,
+        index_state=Photo.State.FAILED,
+        index_error="The image data is corrupt or truncated.",
+    )
+    alice = client_for(world["alice"])
+    status = alice.get(reverse("admin:gallery_event_status", args=[event.pk])).json()
+    assert status == {
+        "photos": 3,
+        "pending": 1,
+        "processing": 0,
+        "indexed": 1,
+        "failed": 1,
+        "finished": 2,
+        "percent": 67,
+        "running": True,
+        "faces": 2,  # one found by the (fake) engine, one made by the fixture
+        "selfies": 1,
+        "selfies_failed": 0,
+        "attendees_found": 1,
+    }
+    page = alice.get(change(event)).content.decode()
+    assert 'id="event-dashboard"' in page and "js/event-dashboard.js" in page
+    assert '<dd data-count="failed">1</dd>' in page and '<dd data-count="attendees_found">1</dd>' in page
+    assert "broken.jpg</a>: The image data is corrupt or truncated." in page
+    assert "<script>" not in page.split('id="event-dashboard"')[1]  # no inline script (CSP)
+
+
+def test_dashboard_buttons_queue_work_for_the_owner_only(world, run_jobs):
+    event = world["rows"]["alice"]["event"]
+    photo = world["rows"]["alice"]["photo"]
+    Photo.objects.filter(pk=photo.pk).update(index_state=Photo.State.FAILED, index_error="kept")
+    urls = {
+        name: reverse(f"admin:gallery_event_{name}", args=[event.pk]) for name in ("retry_failed", "reindex", "rematch")
+    }
+    bob = client_for(world["bob"])
+    for url in [*urls.values(), reverse("admin:gallery_event_status", args=[event.pk])]:
+        assert bob.post(url).status_code == 404 and bob.get(url).status_code == 404
+        assert Client().post(url).status_code == 302  # to the login page
+    photo.refresh_from_db()
+    assert photo.index_error == "kept"
+    alice = client_for(world["alice"])
+    assert alice.get(urls["retry_failed"]).status_code == 405  # a GET changes nothing
+    with run_jobs():
+        response = alice.post(urls["retry_failed"], follow=True)
+    assert "1 failed photos queued for indexing again." in response.content.decode()
+    photo.refresh_from_db()
+    assert photo.index_state == Photo.State.INDEXED
+    with run_jobs():
+        assert "1 photos queued" in alice.post(urls["reindex"], follow=True).content.decode()
+        assert "1 selfies queued" in alice.post(urls["rematch"], follow=True).content.decode()
+
+
+# --- Photo admin --------------------------------------------------------------------------
+
+
+def test_photo_page_draws_faces_and_names_matched_attendees(world):
+    photo = world["rows"]["alice"]["photo"]
+    selfie = world["rows"]["alice"]["selfie"]
+    page = client_for(world["alice"]).get(change(photo)).content.decode()
+    assert f'viewBox="0 0 {photo.width} {photo.height}"' in page
+    assert page.count('<g class="face-box">') == photo.faces.count() == 2
+    assert '<rect x="1" y="1" width="10" height="10"' in page
+    assert f"/admin/gallery/selfie/{selfie.pk}/change/" in page and f"attendee {selfie.attendee_id}" in page
+
+
+def test_photo_list_filters_and_face_counts(world):
+    event = world["rows"]["alice"]["event"]
+    indexed = world["rows"]["alice"]["photo"]
+    pending = Photo.objects.create(event=event, original="x.jpg", original_name="waiting.jpg", content_hash="1" * 64)
+    faceless = Photo.objects.create(
+        event=event, original="y.jpg", original_name="empty-hall.jpg", content_hash="2" * 64, index_state="indexed"
+    )
+    alice = client_for(world["alice"])
+
+    def listed(query: str) -> set[int]:
+        page = alice.get(changelist("photo") + query).content.decode()
+        return {p.pk for p in (indexed, pending, faceless) if _listed(page, p)}
+
+    assert listed("?has_faces=yes") == {indexed.pk}
+    assert listed("?has_faces=no") == {faceless.pk}  # not the pending one: its faces are not known yet
+    assert listed("?q=hall") == {faceless.pk}
+    assert listed("?index_state__exact=pending") == {pending.pk}
+    page = alice.get(changelist("photo")).content.decode()
+    row = page[page.index("waiting.jpg") :].split("</tr>")[0]
+    assert '<td class="field-faces">—</td>' in row
+    # The header's first sort marker is on the capture time, the order rows come in.
+    header = page[page.index("<thead>") :].split("</thead>")[0]
+    assert header.index("column-taken_at") < header.index("column-original_name")
+    assert "Sorting priority: 1" in header.split("column-taken_at")[1].split("</th>")[0]
+
+
+def test_deleting_a_photo_in_the_admin_takes_its_faces_and_matches(world, run_jobs, settings):
+    photo = world["rows"]["alice"]["photo"]
+    stored = [photo.original.name, photo.thumbnail.name]
+    with run_jobs():
+        client_for(world["alice"]).post(delete(photo), {"post": "yes"})
+    assert not Face.objects.filter(photo_id=photo.pk).exists() and not Match.objects.filter(photo_id=photo.pk).exists()
+    assert not any((settings.MEDIA_ROOT / name).exists() for name in stored)
