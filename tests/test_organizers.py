@@ -135,6 +135,8 @@ def test_custom_views_answer_only_the_owner_and_superusers(world):
     urls = [
         reverse("admin:gallery_event_upload", args=[event.pk]),
         reverse("admin:gallery_event_qr", args=[event.pk]),
+        reverse("admin:gallery_event_poster_svg", args=[event.pk]),
+        reverse("admin:gallery_event_poster_png", args=[event.pk]),
         reverse("admin:gallery_photo_thumbnail", args=[photo.pk]),
     ]
     for url in urls:
@@ -389,3 +391,38 @@ def test_deleting_a_photo_in_the_admin_takes_its_faces_and_matches(world, run_jo
         client_for(world["alice"]).post(delete(photo), {"post": "yes"})
     assert not Face.objects.filter(photo_id=photo.pk).exists() and not Match.objects.filter(photo_id=photo.pk).exists()
     assert not any((settings.MEDIA_ROOT / name).exists() for name in stored)
+
+
+# --- Poster ---------------------------------------------------------------------------------
+
+
+def test_poster_is_an_a4_page_with_name_date_qr_code_and_instructions(world, settings):
+    settings.SITE_URL = "https://photos.example.org"
+    from PIL import Image
+
+    event = world["rows"]["alice"]["event"]
+    Event.objects.filter(pk=event.pk).update(name="Gala <des> Élèves & co", access_code="ROSE")
+    alice = client_for(world["alice"])
+    svg = alice.get(reverse("admin:gallery_event_poster_svg", args=[event.pk]))
+    assert svg["Content-Type"] == "image/svg+xml" and "attachment" in svg["Content-Disposition"]
+    text = svg.content.decode()
+    assert 'width="210mm" height="297mm"' in text
+    assert "Gala &lt;des&gt; Élèves &amp; co" in text  # escaped: a name is never markup
+    assert "Scannez le code" in text and "Scan the code" in text and "ROSE" in text
+    assert f"/e/{event.slug}/" in text
+    png = alice.get(reverse("admin:gallery_event_poster_png", args=[event.pk]))
+    image = Image.open(io.BytesIO(png.content))
+    assert image.format == "PNG" and image.size == (1240, 1754)
+    # The printed QR code is the attendee link's, module for module.
+    import qrcode
+
+    qr = qrcode.QRCode(border=0, error_correction=qrcode.constants.ERROR_CORRECT_M)
+    qr.add_data(settings.SITE_URL + event.get_absolute_url())
+    qr.make(fit=True)
+    n, side, left, top = qr.modules_count, 768, (1240 - 768) // 2, 384
+    gray = image.convert("L")
+    printed = [
+        [gray.getpixel((int(left + (x + 0.5) * side / n), int(top + (y + 0.5) * side / n))) < 128 for x in range(n)]
+        for y in range(n)
+    ]
+    assert printed == qr.modules
