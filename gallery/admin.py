@@ -228,6 +228,7 @@ class EventAdmin(OrganizerAdmin):
             view("retry_failed", "retry-failed/", self.retry_failed_view),
             view("reindex", "reindex/", self.reindex_view),
             view("rematch", "rematch/", self.rematch_view),
+            view("purge", "purge/", self.purge_view),
             *super().get_urls(),
         ]
 
@@ -324,6 +325,26 @@ class EventAdmin(OrganizerAdmin):
             return services.event_rematch(event=event)
 
         return self._queue_view(request, event_id, queue, gettext("%(count)s selfies queued for matching again."))
+
+    def purge_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        """ "Purge attendee data now": what would go, then a confirmation (POST) that deletes it."""
+        event = self._event_for_change(request, event_id)
+        if request.method == "POST":
+            counts = services.attendee_data_purge(event=event)
+            self.message_user(
+                request,
+                gettext("Deleted %(attendees)s attendees, %(selfies)s selfies and %(matches)s matches.")
+                % {"attendees": counts.attendees, "selfies": counts.selfies, "matches": counts.matches},
+            )
+            return redirect(reverse("admin:gallery_event_change", args=[event.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "event": event,
+            "counts": services.attendee_data_purge(event=event, dry_run=True),
+            "title": gettext("Purge the attendee data of %(event)s?") % {"event": event.name},
+        }
+        return render(request, "admin/gallery/event/purge_confirm.html", context)
 
     @admin.action(description=_("Retry failed photos of the selected events"))
     def reindex_failed(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:

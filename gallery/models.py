@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import ClassVar, Self
 
 import numpy as np
@@ -63,6 +63,15 @@ class EventQuerySet(models.QuerySet):
         """The events this staff user is an owner of (not all events, even for a superuser)."""
         return self.filter(owners=user)
 
+    def retention_expired(self, *, today: date) -> list[Event]:
+        """Events past their retention period that still hold attendee data.
+
+        Compared in Python: adding a per-row number of days to a date has no
+        portable SQL (SQLite and PostgreSQL differ), and events are few.
+        """
+        holding = self.filter(attendees__isnull=False).distinct()
+        return [event for event in holding if event.retention_ends() <= today]
+
 
 class Event(models.Model):
     name = models.CharField(max_length=200)
@@ -78,10 +87,14 @@ class Event(models.Model):
         blank=True,
         help_text="Whom attendees contact about their data (e-mail, name); on the privacy page.",
     )
+    # Shown on the privacy page too; purged by the daily job and `purge_expired`.
     retention_days = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        help_text="Days after the event when attendee data is deleted; on the privacy page.",
+        _("retention (days)"),
+        default=30,
+        help_text=_(
+            "Attendees' selfies, face data, matches and e-mail addresses are deleted this many days "
+            "after the event's date."
+        ),
     )
     # Organizers (staff users) who manage the event in the admin; superusers manage every event.
     owners = models.ManyToManyField(
@@ -103,6 +116,10 @@ class Event(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("gallery:event", args=[self.slug])
+
+    def retention_ends(self) -> date:
+        """The day the attendees' data of this event expires (is purged from then on)."""
+        return self.date + timedelta(days=self.retention_days)
 
 
 class JobQuerySet(models.QuerySet):

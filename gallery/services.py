@@ -24,7 +24,7 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, models, transaction
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
@@ -37,7 +37,7 @@ from PIL import Image
 from gallery import access, jobs
 from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file
 from gallery.links import public_url
-from gallery.models import ORIGINAL_PREFIX, Attendee, Event, Photo, Rejection, Selfie
+from gallery.models import ORIGINAL_PREFIX, Attendee, Event, Match, Photo, Rejection, Selfie
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -452,6 +452,56 @@ def photo_unreject(*, attendee: Attendee, photo_id: int) -> bool:
     """Undo "not me". True when there was a mark to remove."""
     deleted, _ = Rejection.objects.filter(attendee=attendee, photo_id=photo_id).delete()
     return bool(deleted)
+
+
+# --- Retention ----------------------------------------------------------------
+
+
+@dataclass
+class PurgeCounts:
+    """What a purge removed (or, dry, would remove) from one event."""
+
+    event: Event
+    attendees: int
+    selfies: int
+    matches: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.event.slug}: {self.attendees} attendees, {self.selfies} selfies, {self.matches} matches"
+            f" (retention {self.event.retention_days} days after {self.event.date.isoformat()})"
+        )
+
+
+def attendee_data_purge(*, event: Event, dry_run: bool = False) -> PurgeCounts:
+    """Delete every attendee of the event with their selfies (images and face vectors),
+    matches, "not me" marks and e-mail addresses; photos and their faces stay.
+
+    Stored selfie images and faces kept by a hosted engine go through the deletion
+    signals, after commit.
+    """
+    attendees = Attendee.objects.filter(event=event)
+    counts = PurgeCounts(
+        event=event,
+        attendees=attendees.count(),
+        selfies=Selfie.objects.filter(event=event).count(),
+        matches=Match.objects.filter(selfie__event=event).count(),
+    )
+    if not dry_run:
+        with transaction.atomic():
+            # Selfies first (they point at attendees), each with its signals.
+            Selfie.objects.filter(event=event).delete()
+            attendees.delete()
+    return counts
+
+
+def expired_attendee_data_purge(
+    *, events: models.QuerySet[Event] | None = None, dry_run: bool = False, today: date | None = None
+) -> list[PurgeCounts]:
+    """Purge the attendee data of every event (of `events`) past its retention period."""
+    events = Event.objects.all() if events is None else events
+    today = today or timezone.localdate()
+    return [attendee_data_purge(event=event, dry_run=dry_run) for event in events.retention_expired(today=today)]
 
 
 # --- Queueing photos and selfies again -----------------------------------------

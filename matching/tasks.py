@@ -130,3 +130,15 @@ def new_photos_notify_task(event_id: int, job_id: str = "") -> str:
     return _run(
         "new_photos_notify", job_id, lambda: f"sent {emails.new_photos_notify(event_id=event_id)}", event_id=event_id
     )
+
+
+def expired_attendee_data_purge_task(job_id: str = "") -> str:
+    """Daily (a django-q2 Schedule made by gallery's migration): attendee data past its retention period."""
+
+    def purge() -> str:
+        purged = gallery_services.expired_attendee_data_purge()
+        for counts in purged:
+            logger.info("purged %s", counts.describe(), extra={"job_id": job_id, "event_id": counts.event.pk})
+        return f"purged {len(purged)} events"
+
+    return _run("attendee_data_purge", job_id, purge)

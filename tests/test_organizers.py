@@ -426,3 +426,95 @@ def test_poster_is_an_a4_page_with_name_date_qr_code_and_instructions(world, set
         for y in range(n)
     ]
     assert printed == qr.modules
+
+
+# --- Retention ---------------------------------------------------------------------------
+
+
+def _attendee_data(event: Event) -> tuple[int, int, int]:
+    from gallery.models import Attendee
+
+    return (
+        Attendee.objects.filter(event=event).count(),
+        Selfie.objects.filter(event=event).count(),
+        Match.objects.filter(selfie__event=event).count(),
+    )
+
+
+@pytest.fixture
+def ages(world):
+    """Alice's event ended 31 days ago (30 days' retention: expired); Bob's 29 days ago (kept);
+    a third ended 31 days ago with 60 days' retention (kept)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    today = timezone.localdate()
+    alice_event, bob_event = world["rows"]["alice"]["event"], world["rows"]["bob"]["event"]
+    Event.objects.filter(pk=alice_event.pk).update(date=today - timedelta(days=31))
+    Event.objects.filter(pk=bob_event.pk).update(date=today - timedelta(days=29))
+    long = services.event_create(name="Long kept", event_date=today - timedelta(days=31))
+    Event.objects.filter(pk=long.pk).update(retention_days=60)
+    selfie_row(long, image="l.jpg")
+    return {"expired": alice_event, "kept": [bob_event, long]}
+
+
+def test_purge_expired_deletes_exactly_the_expired_attendee_data(world, ages, run_jobs, settings):
+    expired = ages["expired"]
+    selfie = world["rows"]["alice"]["selfie"]
+    stored = settings.MEDIA_ROOT / "s.jpg"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_bytes(b"selfie")
+    kept_before = [_attendee_data(event) for event in ages["kept"]]
+    photos_before = Photo.objects.count(), Face.objects.count()
+
+    out = io.StringIO()
+    call_command("purge_expired", "--dry-run", stdout=out)
+    assert f"Would delete {expired.slug}: 1 attendees, 1 selfies, 1 matches" in out.getvalue()
+    assert "1 events past their retention period" in out.getvalue()
+    assert _attendee_data(expired) == (1, 1, 1) and stored.exists()
+
+    out = io.StringIO()
+    with run_jobs():
+        call_command("purge_expired", stdout=out)
+    assert f"Deleted {expired.slug}: 1 attendees, 1 selfies, 1 matches" in out.getvalue()
+    assert _attendee_data(expired) == (0, 0, 0)
+    assert not Selfie.objects.filter(pk=selfie.pk).exists() and not stored.exists()  # the file went too
+    assert [_attendee_data(event) for event in ages["kept"]] == kept_before  # nothing else
+    assert (Photo.objects.count(), Face.objects.count()) == photos_before  # photos and their faces stay
+    out = io.StringIO()
+    call_command("purge_expired", stdout=out)
+    assert "0 events past their retention period" in out.getvalue()
+
+
+def test_purge_expired_as_an_organizer_touches_only_their_events(world, ages):
+    call_command("purge_expired", "--as", "bob", stdout=io.StringIO())
+    assert _attendee_data(ages["expired"]) == (1, 1, 1)
+    call_command("purge_expired", "--as", "alice", stdout=io.StringIO())
+    assert _attendee_data(ages["expired"]) == (0, 0, 0)
+
+
+def test_the_daily_job_is_scheduled_and_purges(world, ages, run_jobs):
+    from django.utils.module_loading import import_string
+    from django_q.models import Schedule
+
+    schedule = Schedule.objects.get(name="Purge expired attendee data")
+    assert schedule.schedule_type == Schedule.DAILY and schedule.repeats < 0
+    with run_jobs():
+        assert import_string(schedule.func)() == "purged 1 events"
+    assert _attendee_data(ages["expired"]) == (0, 0, 0)
+    assert all(_attendee_data(event)[0] == 1 for event in ages["kept"])
+
+
+def test_purge_now_asks_first_and_only_the_owner_may(world):
+    event = world["rows"]["bob"]["event"]  # not expired: purging now is the organizer's choice
+    url = reverse("admin:gallery_event_purge", args=[event.pk])
+    alice = client_for(world["alice"])
+    assert alice.get(url).status_code == 404 and alice.post(url).status_code == 404
+    assert _attendee_data(event) == (1, 1, 1)
+    bob = client_for(world["bob"])
+    page = bob.get(url).content.decode()
+    assert "This deletes 1 attendees with their 1 selfies" in page and _attendee_data(event) == (1, 1, 1)
+    response = bob.post(url, follow=True)
+    assert "Deleted 1 attendees, 1 selfies and 1 matches." in response.content.decode()
+    assert _attendee_data(event) == (0, 0, 0) and event.photos.count() == 1
