@@ -178,7 +178,14 @@ def test_an_event_created_in_the_admin_belongs_to_its_creator(world):
     alice = client_for(world["alice"])
     response = alice.post(
         reverse("admin:gallery_event_add"),
-        {"name": "Alice party", "slug": "alice-party", "date": "2026-07-01", "access_code": "", "published": "on"},
+        {
+            "name": "Alice party",
+            "slug": "alice-party",
+            "date": "2026-07-01",
+            "access_code": "",
+            "published": "on",
+            "retention_days": "30",
+        },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     event = Event.objects.get(slug="alice-party")
@@ -189,7 +196,14 @@ def test_an_event_created_in_the_admin_belongs_to_its_creator(world):
 def test_an_owner_adds_another_organizer(world):
     event = world["rows"]["alice"]["event"]
     alice = client_for(world["alice"])
-    data = {"name": event.name, "slug": event.slug, "date": "2026-07-01", "access_code": "", "published": "on"}
+    data = {
+        "name": event.name,
+        "slug": event.slug,
+        "date": "2026-07-01",
+        "access_code": "",
+        "published": "on",
+        "retention_days": "30",
+    }
     page = alice.post(change(event), {**data, "add_owner": "nobody"}).content.decode()
     assert "No organizer with this username" in page
     assert alice.post(change(event), {**data, "add_owner": "bob@example.org"}).status_code == 302
