@@ -267,7 +267,9 @@ class EventAdmin(OrganizerAdmin):
 
     def poster_svg_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
         event = self._event_for_view(request, event_id)
-        response = HttpResponse(poster.poster_svg(event, self._public_url(event, request)), content_type="image/svg+xml")
+        response = HttpResponse(
+            poster.poster_svg(event, self._public_url(event, request)), content_type="image/svg+xml"
+        )
         response["Content-Disposition"] = f'attachment; filename="{event.slug}-poster.svg"'
         return response
 

@@ -5,21 +5,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gallery', '0007_attendee_code_digest'),
+        ("gallery", "0007_attendee_code_digest"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='event',
-            name='owners',
-            field=models.ManyToManyField(blank=True, help_text='Organizers who see and manage this event in the admin.', related_name='owned_events', to=settings.AUTH_USER_MODEL, verbose_name='owners'),
+            model_name="event",
+            name="owners",
+            field=models.ManyToManyField(
+                blank=True,
+                help_text="Organizers who see and manage this event in the admin.",
+                related_name="owned_events",
+                to=settings.AUTH_USER_MODEL,
+                verbose_name="owners",
+            ),
         ),
         migrations.AlterField(
-            model_name='event',
-            name='retention_days',
-            field=models.PositiveIntegerField(default=30, help_text="Attendees' selfies, face data, matches and e-mail addresses are deleted this many days after the event's date.", verbose_name='retention (days)'),
+            model_name="event",
+            name="retention_days",
+            field=models.PositiveIntegerField(
+                default=30,
+                help_text="Attendees' selfies, face data, matches and e-mail addresses are deleted this many days after the event's date.",
+                verbose_name="retention (days)",
+            ),
         ),
     ]
