@@ -7,6 +7,8 @@ from gallery import views as gallery_views
 admin.site.site_header = "Trouvaille"
 admin.site.site_title = "Trouvaille admin"
 admin.site.index_title = "Events and photos"
+# The sidebar repeats the index's few links and takes 300 px the photo and event lists need at 1280 px.
+admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     # The one-time link create_organizer prints: the organizer chooses a password and is signed in.

@@ -1,7 +1,8 @@
 // The event dashboard's numbers refresh themselves while photos are indexed.
 // Polls the event's status.json: every 2 s while indexing runs, every 15 s
 // otherwise (new uploads start it again); nothing while the tab is hidden.
-(function () {
+// Loaded in the page head (admin Media): starts once the page is parsed.
+document.addEventListener("DOMContentLoaded", function () {
   "use strict";
   var board = document.getElementById("event-dashboard");
   if (!board) { return; }
@@ -39,4 +40,4 @@
     });
   });
   window.setTimeout(poll, board.querySelector("[data-running]:not(.hidden)") ? busy : idle);
-})();
+});
