@@ -248,6 +248,12 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 PHOTO_MAX_BYTES = env_int("PHOTO_MAX_BYTES", 50 * 1024 * 1024)
 PHOTO_MAX_PIXELS = env_int("PHOTO_MAX_PIXELS", 100_000_000)
 ARCHIVE_MAX_MEMBERS = env_int("ARCHIVE_MAX_MEMBERS", 20_000)
+# Browser uploads arrive in chunks of this size (each stored before it is
+# acknowledged); a whole file (a zip archive) may be this large.
+UPLOAD_CHUNK_BYTES = env_int("UPLOAD_CHUNK_BYTES", 4 * 1024 * 1024)
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024**3)
+if not 64 * 1024 <= UPLOAD_CHUNK_BYTES <= 100 * 1024 * 1024:
+    raise ImproperlyConfigured("UPLOAD_CHUNK_BYTES must be between 64 KiB and 100 MiB.")
 SELFIE_MAX_BYTES = env_int("SELFIE_MAX_BYTES", 20 * 1024 * 1024)
 SELFIE_MAX_SIDE = env_int("SELFIE_MAX_SIDE", 1024)
 # Refused above this (any format, read from the header) before anything is decoded:

@@ -7,6 +7,7 @@ and action below is limited to the events the signed-in user manages
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from django import forms
@@ -26,7 +27,7 @@ from django.utils.translation import gettext_lazy as _
 from gallery import access, dashboard, poster, services
 from gallery.forms import PhotoUploadForm
 from gallery.links import current_request, public_url
-from gallery.models import Event, Face, Match, Photo, Selfie
+from gallery.models import Event, Face, Match, Photo, Selfie, Upload
 from gallery.serving import serve_file
 
 
@@ -221,6 +222,7 @@ class EventAdmin(OrganizerAdmin):
 
         return [
             view("upload", "upload/", self.upload_view),
+            view("upload_create", "uploads/", self.upload_create_view),
             view("qr", "qr.svg", self.qr_view),
             view("poster_svg", "poster.svg", self.poster_svg_view),
             view("poster_png", "poster.png", self.poster_png_view),
@@ -251,8 +253,26 @@ class EventAdmin(OrganizerAdmin):
                 self.message_user(request, f"Rejected {name}: {reason}", messages.WARNING)
             return redirect(reverse("admin:gallery_photo_changelist") + f"?event__id__exact={event.pk}")
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "event": event, "form": form}
-        context["title"] = f"Upload photos to {event.name}"
+        context["title"] = gettext("Upload photos to %(event)s") % {"event": event.name}
+        context["create_url"] = reverse("admin:gallery_event_upload_create", args=[event.pk])
+        context["media"] = self.media + forms.Media(js=["js/chunked-upload.js"])
         return render(request, "admin/gallery/event/upload.html", context)
+
+    def upload_create_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        """Start a chunked upload of one file: JSON {"name", "size"} in, the upload's status out."""
+        event = self._event_for_change(request, event_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            payload = json.loads(request.body or b"{}")
+            name, size = str(payload["name"]), int(payload["size"])
+        except (ValueError, KeyError, TypeError):
+            return JsonResponse({"error": gettext("Send the file's name and size.")}, status=400)
+        try:
+            upload = services.upload_create(event=event, name=name, size=size, user=request.user)
+        except services.UploadProblem as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse(_upload_status(upload), status=201)
 
     def qr_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
         event = self._event_for_view(request, event_id)
@@ -572,3 +592,112 @@ class FaceAdmin(OrganizerAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+def _upload_status(upload: Upload) -> dict[str, object]:
+    """What the browser's uploader and the upload's page need to know about it."""
+    messages_by_state = {
+        Upload.State.RECEIVING: gettext("receiving"),
+        Upload.State.PENDING: gettext("waiting to be imported"),
+        Upload.State.IMPORTING: gettext("importing"),
+        Upload.State.FAILED: upload.error,
+        Upload.State.DONE: gettext("%(imported)s imported, %(duplicates)s duplicates skipped, %(rejected)s rejected")
+        % {"imported": upload.imported, "duplicates": upload.duplicates, "rejected": upload.rejected},
+    }
+    return {
+        "id": upload.pk,
+        "name": upload.file_name,
+        "size": upload.size,
+        "state": upload.state,
+        "message": messages_by_state[upload.state],
+        "chunk_size": upload.chunk_size,
+        "chunk_count": upload.chunk_count,
+        "received": sorted(upload.chunks.values_list("index", flat=True)),
+        "imported": upload.imported,
+        "duplicates": upload.duplicates,
+        "rejected": upload.rejected,
+        "rejections": upload.rejections,
+        "status_url": reverse("admin:gallery_upload_status", args=[upload.pk]),
+        "chunk_url": reverse("admin:gallery_upload_chunk", args=[upload.pk, 0])[:-2],
+        "finish_url": reverse("admin:gallery_upload_finish", args=[upload.pk]),
+        "page_url": reverse("admin:gallery_upload_change", args=[upload.pk]),
+    }
+
+
+@admin.register(Upload)
+class UploadAdmin(OrganizerAdmin):
+    """Files sent from the browser in chunks, with what their import did."""
+
+    list_display = ["file_name", "event", "state", "imported", "duplicates", "rejected", "created_at"]
+    list_filter = ["state", ("event", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["file_name"]
+    list_select_related = ["event"]
+    readonly_fields = [
+        "event",
+        "file_name",
+        "size",
+        "state",
+        "imported",
+        "duplicates",
+        "rejected",
+        "rejection_list",
+        "error",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
+    exclude = ["rejections", "chunk_size", "claimed_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # made by the event's upload page
+
+    @admin.display(description=_("Rejected files"))
+    def rejection_list(self, obj: Upload) -> str:
+        return format_html_join(mark_safe("<br>"), "{}: {}", obj.rejections) or "—"
+
+    def get_urls(self):
+        def view(name: str, route: str, func) -> object:
+            return path(route, self.admin_site.admin_view(func), name=f"gallery_upload_{name}")
+
+        return [
+            view("status", "<int:upload_id>/status.json", self.status_view),
+            view("chunk", "<int:upload_id>/chunk/<int:index>/", self.chunk_view),
+            view("finish", "<int:upload_id>/finish/", self.finish_view),
+            *super().get_urls(),
+        ]
+
+    def _upload(self, request: HttpRequest, upload_id: int) -> Upload:
+        """An upload of an event this user may change: 403 without the permission, 404 if not theirs."""
+        if not super().has_change_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(self.get_queryset(request), pk=upload_id)
+
+    def status_view(self, request: HttpRequest, upload_id: int) -> HttpResponse:
+        response = JsonResponse(_upload_status(self._upload(request, upload_id)))
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def chunk_view(self, request: HttpRequest, upload_id: int, index: int) -> HttpResponse:
+        upload = self._upload(request, upload_id)
+        if request.method not in ("PUT", "POST"):
+            return HttpResponseNotAllowed(["PUT", "POST"])
+        # Read from the stream, bounded: request.body would refuse more than
+        # DATA_UPLOAD_MAX_MEMORY_SIZE, and a chunk is larger.
+        data = request.read(upload.chunk_size + 1)
+        try:
+            services.upload_chunk_store(
+                upload=upload, index=index, data=data, sha256=request.headers.get("X-Chunk-SHA256", "")
+            )
+        except services.UploadProblem as exc:
+            return JsonResponse({"error": str(exc)}, status=400)
+        return JsonResponse({"index": index, "stored": True})
+
+    def finish_view(self, request: HttpRequest, upload_id: int) -> HttpResponse:
+        upload = self._upload(request, upload_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            upload = services.upload_finish(upload=upload)
+        except services.UploadProblem as exc:
+            return JsonResponse({"error": str(exc)}, status=409)
+        return JsonResponse(_upload_status(upload))

@@ -62,6 +62,10 @@ def enqueue_selfie_match(selfie_id: int) -> None:
     enqueue("matching.tasks.selfie_match_task", selfie_id, group="selfies")
 
 
+def enqueue_upload_import(upload_id: int, *, event_id: int) -> None:
+    enqueue("matching.tasks.upload_import_task", upload_id, group=f"event-{event_id}-upload")
+
+
 def enqueue_files_delete(names: list[str]) -> None:
     """Delete stored files (of rows already deleted) once the deletion commits."""
     if names:

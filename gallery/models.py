@@ -395,3 +395,72 @@ class Rejection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.attendee_id} ✗ {self.photo_id}"
+
+
+class UploadQuerySet(JobQuerySet):
+    """Uploads go receiving (chunks arrive) -> pending (queued) -> importing (claimed by one job) -> done or failed."""
+
+    state_field, error_field, working_state = "state", "error", "importing"
+
+
+class Upload(models.Model):
+    """One file (a photo or a zip archive) sent from the browser in chunks, imported by a job."""
+
+    class State(models.TextChoices):
+        RECEIVING = "receiving", _("Receiving")
+        PENDING = "pending", _("Waiting to be imported")
+        IMPORTING = "importing", _("Importing")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="uploads")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    file_name = models.CharField(_("file name"), max_length=255)
+    size = models.PositiveBigIntegerField(_("size (bytes)"))
+    chunk_size = models.PositiveIntegerField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RECEIVING, db_index=True)
+    imported = models.PositiveIntegerField(_("imported"), default=0)
+    duplicates = models.PositiveIntegerField(_("duplicates"), default=0)
+    rejected = models.PositiveIntegerField(_("rejected"), default=0)
+    # [name, reason] pairs, the first few hundred (gallery.services.UPLOAD_REJECTIONS_KEPT).
+    rejections = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = UploadQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.file_name
+
+    @property
+    def chunk_count(self) -> int:
+        return max(1, -(-self.size // self.chunk_size))
+
+    def chunk_length(self, index: int) -> int:
+        """The exact length chunk `index` must have: full ones, then the rest."""
+        return min(self.chunk_size, self.size - index * self.chunk_size) if self.size else 0
+
+    def chunk_name(self, index: int) -> str:
+        return f"uploads/{self.event_id}/{self.pk}/{index:06d}.part"
+
+
+class UploadChunk(models.Model):
+    """A chunk stored and acknowledged: a row exists only once its bytes are in the storage."""
+
+    upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    # Where the storage put it (it may pick another name than asked for).
+    name = models.CharField(max_length=300)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["upload", "index"], name="upload_chunk_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.upload_id}#{self.index}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import lzma
+import shutil
 import tempfile
 import zipfile
 import zlib
@@ -24,6 +25,8 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -37,7 +40,7 @@ from PIL import Image
 from gallery import access, jobs
 from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file
 from gallery.links import public_url
-from gallery.models import ORIGINAL_PREFIX, Attendee, Event, Match, Photo, Rejection, Selfie
+from gallery.models import ORIGINAL_PREFIX, Attendee, Event, Match, Photo, Rejection, Selfie, Upload, UploadChunk
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -122,6 +125,7 @@ _ORGANIZER_PERMISSIONS = {
     "selfie": ("delete", "view"),
     "match": ("delete", "view"),
     "attendee": ("delete", "view"),
+    "upload": ("change", "view"),
 }
 
 
@@ -543,3 +547,105 @@ def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> in
         for selfie_id in ids:
             jobs.enqueue_selfie_match(selfie_id)
     return len(ids)
+
+
+# --- Uploads from the browser, in chunks -----------------------------------------
+#
+# The browser sends each file (a photo or a zip archive) in chunks of
+# UPLOAD_CHUNK_BYTES; each is stored before it is acknowledged, so a dropped
+# connection or a web restart loses nothing acknowledged and the browser goes
+# on from the first chunk the server lacks. A job assembles, unpacks and imports.
+
+
+# An archive of 20,000 broken files should not make a 20,000-line page.
+UPLOAD_REJECTIONS_KEPT = 500
+
+
+class UploadProblem(ValueError):
+    """A request about an upload that cannot be honoured; the message says why (a 4xx)."""
+
+
+def upload_create(*, event: Event, name: str, size: int, user: AbstractBaseUser | None = None) -> Upload:
+    """A new upload of `size` bytes, waiting for its chunks."""
+    name = PurePosixPath(name.replace("\\", "/")).name[:255] or "upload"
+    if size < 0:
+        raise UploadProblem("The file size is missing or wrong.")
+    if size > settings.UPLOAD_MAX_BYTES:
+        raise UploadProblem(f"{name} is larger than {filesizeformat(settings.UPLOAD_MAX_BYTES)}.")
+    return Upload.objects.create(
+        event=event, created_by=user, file_name=name, size=size, chunk_size=settings.UPLOAD_CHUNK_BYTES
+    )
+
+
+def upload_chunk_store(*, upload: Upload, index: int, data: bytes, sha256: str = "") -> None:
+    """Store chunk `index`; sending it again replaces it. Nothing is kept from a chunk that is not exactly right."""
+    if upload.state != Upload.State.RECEIVING:
+        raise UploadProblem("This upload is already complete.")
+    if not 0 <= index < upload.chunk_count:
+        raise UploadProblem(f"There is no chunk {index} in this upload.")
+    expected = upload.chunk_length(index)
+    if len(data) != expected:
+        raise UploadProblem(f"Chunk {index} has {len(data)} bytes instead of {expected}: send it again.")
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256.strip().lower():
+        raise UploadProblem(f"Chunk {index} arrived damaged (its checksum differs): send it again.")
+    # The storage may pick another name if one exists (two retries racing): the row says which.
+    stored = default_storage.save(upload.chunk_name(index), ContentFile(data))
+    with transaction.atomic():
+        previous = UploadChunk.objects.select_for_update().filter(upload=upload, index=index).first()
+        if previous is None:
+            UploadChunk.objects.create(upload=upload, index=index, name=stored)
+        else:
+            jobs.enqueue_files_delete([previous.name])
+            previous.name = stored
+            previous.save(update_fields=["name"])
+
+
+def upload_finish(*, upload: Upload) -> Upload:
+    """Every chunk is there: queue the import. Asking again queues it again while it waits
+    (a job lost by the broker is then sent anew; the claim lets only one run)."""
+    if upload.state == Upload.State.RECEIVING:
+        missing = upload.chunk_count - upload.chunks.count()
+        if missing:
+            raise UploadProblem(f"{missing} of {upload.chunk_count} chunks have not arrived yet.")
+    with transaction.atomic():
+        Upload.objects.filter(pk=upload.pk, state=Upload.State.RECEIVING).update(state=Upload.State.PENDING)
+        if Upload.objects.filter(pk=upload.pk, state=Upload.State.PENDING).exists():
+            jobs.enqueue_upload_import(upload.pk, event_id=upload.event_id)
+    upload.refresh_from_db()
+    return upload
+
+
+def upload_process(*, upload_id: int) -> str:
+    """The import job: assemble the chunks, import the photo or every photo of the archive,
+    record the counts and reasons, delete the chunks. A job whose worker died is taken
+    over after Q_RETRY; photos it had imported already count as duplicates then."""
+    if not Upload.objects.claim(pk=upload_id):
+        return "skipped"
+    upload = Upload.objects.select_related("event").get(pk=upload_id)
+    chunks = list(upload.chunks.order_by("index").values_list("name", flat=True))
+    try:
+        with tempfile.TemporaryFile() as assembled:
+            for name in chunks:
+                with default_storage.open(name, "rb") as part:
+                    shutil.copyfileobj(part, assembled, _CHUNK)
+            assembled.seek(0)
+            summary = upload_import(event=upload.event, name=upload.file_name, fileobj=assembled)
+    except OSError as exc:
+        Upload.objects.filter(pk=upload_id, state=Upload.State.IMPORTING).update(
+            state=Upload.State.FAILED,
+            error=f"The upload could not be read back ({exc.strerror or exc}).",
+            finished_at=timezone.now(),
+        )
+        return "failed"
+    with transaction.atomic():
+        Upload.objects.filter(pk=upload_id, state=Upload.State.IMPORTING).update(
+            state=Upload.State.DONE,
+            imported=len(summary.created),
+            duplicates=len(summary.duplicates),
+            rejected=len(summary.rejected),
+            rejections=[list(pair) for pair in summary.rejected[:UPLOAD_REJECTIONS_KEPT]],
+            finished_at=timezone.now(),
+        )
+        UploadChunk.objects.filter(upload_id=upload_id).delete()
+        jobs.enqueue_files_delete(chunks)
+    return "done"

@@ -142,3 +142,10 @@ def expired_attendee_data_purge_task(job_id: str = "") -> str:
         return f"purged {len(purged)} events"
 
     return _run("attendee_data_purge", job_id, purge)
+
+
+def upload_import_task(upload_id: int, job_id: str = "") -> str:
+    """Assemble a chunked browser upload and import it (gallery.services.upload_process)."""
+    return _run(
+        "upload_import", job_id, lambda: gallery_services.upload_process(upload_id=upload_id), upload_id=upload_id
+    )

@@ -118,3 +118,31 @@ def test_dashboard_follows_indexing_and_the_poster_downloads(live_server, qclust
     # Another organizer's event is nowhere, not even by its address.
     page.goto(f"{live_server.url}/admin/gallery/event/{other.pk}/change/")
     assert page.url.rstrip("/").endswith("/admin")
+
+
+def test_upload_page_sends_a_zip_and_loose_files_in_chunks(live_server, transactional_db, browser, tmp_path, settings):
+    import zipfile
+
+    settings.UPLOAD_CHUNK_BYTES = 64 * 1024  # several chunks per file
+    organizer = services.organizer_create(username="olga", email="olga@example.org", password=PASSWORD)
+    event = services.event_create(name="Gala", owner=organizer)
+    archive = tmp_path / "gala.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in BIDEN_TWICE_AND_KIT[:2]:
+            bundle.write(path, path.name)
+        bundle.writestr("readme.txt", "not a photo")
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "olga")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/gallery/event/{event.pk}/upload/")
+    page.set_input_files("#id_files", [str(archive), str(BIDEN_TWICE_AND_KIT[2])])
+    page.click("input[type=submit]")
+    panel = page.locator("#upload-progress")
+    expect(panel).to_have_attribute("data-done", "yes", timeout=60_000)
+    expect(panel.locator("[data-summary]")).to_have_text("100 %")
+    expect(panel.locator("li").nth(0)).to_contain_text("gala.zip: 2 imported, 0 duplicates skipped, 1 rejected")
+    expect(panel.locator("li").nth(1)).to_contain_text("kit1.jpg: 1 imported")
+    shoot(page, "upload-done")
+    assert Photo.objects.filter(event=event).count() == 3
