@@ -646,6 +646,5 @@ def upload_process(*, upload_id: int) -> str:
             rejections=[list(pair) for pair in summary.rejected[:UPLOAD_REJECTIONS_KEPT]],
             finished_at=timezone.now(),
         )
-        UploadChunk.objects.filter(upload_id=upload_id).delete()
-        jobs.enqueue_files_delete(chunks)
+        UploadChunk.objects.filter(upload_id=upload_id).delete()  # their files go by the deletion signal
     return "done"

@@ -13,7 +13,7 @@ from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
 from gallery import jobs
-from gallery.models import Event, Face, Photo, Selfie
+from gallery.models import Event, Face, Photo, Selfie, UploadChunk
 
 
 def _delete_files_on_commit(*files: FieldFile) -> None:
@@ -43,3 +43,9 @@ def _photo_post_delete(sender: type[Photo], instance: Photo, **kwargs: object) -
 def _selfie_post_delete(sender: type[Selfie], instance: Selfie, **kwargs: object) -> None:
     jobs.enqueue_forget(instance.event_id, [(instance.engine, instance.external_id)])
     _delete_files_on_commit(instance.image)
+
+
+@receiver(post_delete, sender=UploadChunk)
+def _upload_chunk_post_delete(sender: type[UploadChunk], instance: UploadChunk, **kwargs: object) -> None:
+    # An upload abandoned half-way goes with its event; its stored chunks too.
+    jobs.enqueue_files_delete([instance.name])

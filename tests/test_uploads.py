@@ -190,3 +190,14 @@ def test_only_the_events_organizers_may_upload(people, run_jobs):
     assert bad.status_code == 400
     huge = json.dumps({"name": "huge.zip", "size": 10**15})
     assert people["alice"].post(create, huge, content_type="application/json").status_code == 400
+
+
+def test_deleting_an_event_removes_its_half_uploaded_chunks(people, run_jobs, settings):
+    data = sample("groups/two_people.jpg").read_bytes()
+    status = start(people["alice"], people["event"], "two_people.jpg", data)
+    assert put(people["alice"], status, 0, data).status_code == 200
+    stored = settings.MEDIA_ROOT / UploadChunk.objects.get().name
+    assert stored.exists()
+    with run_jobs():
+        people["event"].delete()
+    assert not stored.exists() and not Upload.objects.exists()
