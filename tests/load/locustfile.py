@@ -194,7 +194,7 @@ class Attendee(Client):
         downloads = [link for link in links if link.endswith("/download")]
         if downloads:
             self.get(downloads[0], "download")
-        zips = [link for link in links if "zip" in link.lower()]
+        zips = [link for link in links if link.endswith(".zip")]
         if zips:  # the whole gallery as one archive, where the pages offer it
             self.get(zips[0], "zip download")
         self.arrive()

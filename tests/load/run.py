@@ -318,7 +318,7 @@ from gallery.models import Photo, Selfie, Match
 photos = Photo.objects.filter(event__slug="load")
 print(json.dumps({
     "photos": dict(Counter(photos.values_list("index_state", flat=True))),
-    "batch": dict(Counter(photos.filter(original_name__startswith="batch-").values_list("index_state", flat=True))),
+    "batch": dict(Counter(photos.filter(original_name__startswith="batch").values_list("index_state", flat=True))),
     "selfies": dict(Counter(Selfie.objects.values_list("match_state", flat=True))),
     "matches": Match.objects.count(),
 }))
