@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 from locust import HttpUser, between, events, task
+from urllib3.util.retry import Retry
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # locust puts only this file's folder on the path
@@ -97,6 +98,12 @@ class Client(HttpUser):
                 self.last_request = time.monotonic()
 
         self.client.request = request
+        # When a kept-alive connection turns out closed (a gunicorn worker recycled after
+        # max_requests resets them), nginx sends the request again on a new connection;
+        # so does this client, once, for GETs that got no answer. Every HTTP status counts.
+        self.client.get_adapter("http://").max_retries = Retry(
+            total=1, connect=1, read=1, redirect=0, status=0, other=0, allowed_methods={"GET"}
+        )
 
     def arrive(self) -> None:
         """A new person in this slot: no cookies, their own address."""
