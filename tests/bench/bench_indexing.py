@@ -1,454 +1,458 @@
-"""Benchmark: dlib indexing throughput on the bundled real photos.
+"""Benchmark: indexing with Trouvaille vs. the `face_recognition` command-line tool.
 
-Run from the project root (not collected by pytest; takes ~1.5-3 minutes on 2 cores):
+Run from the project root (not collected by pytest; ~6 minutes on 2 idle cores):
 
     .venv/bin/python -m tests.bench.bench_indexing
-    .venv/bin/python -m tests.bench.bench_indexing --other-side 1024 --rounds 2 --json /tmp/indexing.json
-    .venv/bin/python -m tests.bench.bench_indexing --quick      # one round, no camera-size photos
+    .venv/bin/python -m tests.bench.bench_indexing --sets large --repeat 2 --json /tmp/indexing.json
+    .venv/bin/python -m tests.bench.bench_indexing --profile      # where one index job's CPU goes
 
-What it measures (each in a fresh worker-like process: Django set up, dlib loaded once):
+Both sides answer the same question on the same photos, back to back in one run:
+"who of these six people is in which photo?"
 
-1. `get_engine("dlib").detect(image)` per photo on gallery/sample_photos/people and
-   /groups (20 photos, 240-2333 px, already decoded and upright), at the default
-   FACE_DETECT_MAX_SIDE and at one other size (--other-side), with the number of
-   faces found vs. the labelled number (labels.json).
-2. "Camera-size" photos: six of those photos scaled up to 6000 px (24 MP, JPEG q90),
-   timed through the CPU work of a whole index job except the database: decode
-   (`load_rgb`), the served copies (`jpeg_file` display 3000 px and thumbnail
-   480 px), and `detect` at the default size and at the other size.
-3. The same default-size workloads in 2 processes at once (like Q_WORKERS=2), for
-   the real 2-worker throughput on this machine; photos/hour = photos / wall time.
-4. Selfie enrolment: the people photos stored as the selfie view stores them
-   (<= SELFIE_MAX_SIDE, JPEG q85), `detect` with the configured upsampling vs.
-   none (faces found, CPU, how far the two embeddings are apart).
-5. Peak RSS of each worker process: resource.getrusage(RUSAGE_SELF).ru_maxrss,
-   and the RSS once dlib's models are loaded.
+- The tool: `face_recognition --cpus 2 KNOWN UNKNOWN` (the venv's console script),
+  KNOWN holding one selfie per person, UNKNOWN the photos. Timed from start to exit.
+- Trouvaille: a fresh SQLite database and media folder, `manage.py qcluster`
+  (2 workers, ORM broker: the embedded setup) started and idle beforehand, then
+  `manage.py import_photos bench UNKNOWN --wait` (hash, store, queue, index: decode,
+  served copies, detection, embeddings, database), then the six selfies through
+  `selfie_create` until every selfie job is done. Timed: the import command, then
+  the selfies; the ratio is the tool's time over the sum.
 
-Every row also gives the CPU time per photo (time.process_time: what a photo costs
-a core, whatever else runs) and the cores used by *other* processes meanwhile,
-since on a shared host wall times depend on them; --wait-quiet waits (bounded)
-for a quiet machine before each measurement.
+Precision and recall are counted over (photo, person) pairs against labels: the
+tool's printed names, Trouvaille's Match rows. The photo sets are made
+deterministically from /work/shared/faces (../shared/faces, a benchmark-only input):
+
+- `mixed`: every labelled photo that is not a selfie, at its own size, at half size
+  (when >= 400 px) and doubled (at most 4,600 px): 400 to 4,600 px.
+- `large`: 4000x2667 scenes with 2 to 5 small faces (2.7% to 7% of the longest side)
+  pasted on a textured background, and 2000x2000 collages of four labelled photos.
+
+The machine is shared: each side's row also says how many cores other processes
+used meanwhile (psutil, whole machine minus our process tree); --repeat alternates
+which side runs first.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import multiprocessing
 import os
-import resource
-import statistics
+import random
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from tests.bench.machine import BusyMeter, wait_quiet
+import numpy as np
+import psutil
+from PIL import Image, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "gallery" / "sample_photos"
-LABELS = json.loads((SAMPLES / "labels.json").read_text())
-CAMERA_PHOTOS = [
-    "groups/obama_and_biden.jpg",
-    "groups/two_people.jpg",
-    "groups/kit_with_rose.jpg",
-    "people/obama/obama3.jpg",
-    "people/biden/biden.jpg",
-    "people/rose_leslie/rose1.jpg",
-]
-CAMERA_SIDE = 6000
-CHILD_TIMEOUT = 600  # seconds per measurement process
+# ../shared/faces beside the clone (or beside the folder of git worktrees).
+FACES = next(
+    (p / "shared" / "faces" for p in ROOT.parents[:2] if (p / "shared" / "faces").is_dir()),
+    ROOT.parent / "shared" / "faces",
+)
+PYTHON = ROOT / ".venv" / "bin" / "python"
+CLI = ROOT / ".venv" / "bin" / "face_recognition"
+# One photo per person to take the selfie from, never among the indexed photos.
+SELFIES = {
+    "alex_lacamoire": "people/alex_lacamoire/alex1.jpg",
+    "biden": "people/biden/biden2.jpg",
+    "kit_harington": "people/kit_harington/kit2.jpg",
+    "lin_manuel_miranda": "people/lin_manuel_miranda/lin1.png",
+    "obama": "people/obama/obama2.jpg",
+    "rose_leslie": "people/rose_leslie/rose1.jpg",
+}
+SEED = 20261129
 
 
-def _setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    # Never touched (no query runs), but keep the project's db.sqlite3 out of it.
-    os.environ["DATABASE_URL"] = f"sqlite:///{tempfile.gettempdir()}/trouvaille-bench-unused.sqlite3"
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+# --- Photo sets -----------------------------------------------------------------
+
+
+def _labels() -> dict[str, set[str]]:
+    raw = json.loads((FACES / "labels.json").read_text())
+    return {name: set(entry["people"]) for name, entry in raw.items() if name not in SELFIES.values()}
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    image.convert("RGB").save(path, format="JPEG", quality=92)
+
+
+def make_mixed(folder: Path) -> dict[str, set[str]]:
+    labels: dict[str, set[str]] = {}
+    for name, people in sorted(_labels().items()):
+        source = Image.open(FACES / name)
+        stem = name.replace("/", "_").rsplit(".", 1)[0]
+        longest = max(source.size)
+        for tag, scale in (("x1", 1.0), ("half", 0.5), ("x2", min(2.0, 4600 / longest))):
+            if tag == "half" and longest * scale < 400:
+                continue
+            size = (round(source.width * scale), round(source.height * scale))
+            image = source if scale == 1.0 else source.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            file = f"{stem}-{tag}.jpg"
+            _save(image, folder / file)
+            labels[file] = people
+    return labels
+
+
+def _face_crops() -> list[tuple[str, Image.Image, tuple[int, int, int, int]]]:
+    """(person, head-and-shoulders crop, face box in it) for every one-person photo."""
+    import face_recognition
+
+    crops = []
+    for name, people in sorted(_labels().items()):
+        if len(people) != 1 or not name.startswith("people/"):
+            continue
+        image = Image.open(FACES / name).convert("RGB")
+        boxes = face_recognition.face_locations(np.asarray(image), 1)
+        if len(boxes) != 1:
+            continue
+        top, right, bottom, left = boxes[0]
+        margin = int((right - left) * 0.7)
+        box = (
+            max(0, left - margin),
+            max(0, top - margin),
+            min(image.width, right + margin),
+            min(image.height, bottom + margin),
+        )
+        crops.append((next(iter(people)), image.crop(box), (left - box[0], top - box[1], right - left, bottom - top)))
+    return crops
+
+
+def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """A textured, non-face background: colour noise at several scales (walls, crowds, foliage)."""
+    width, height = size
+    layers = np.zeros((height, width, 3), dtype=np.float32)
+    for cells, weight in ((6, 90.0), (40, 40.0), (250, 20.0), (1000, 8.0)):
+        small = rng.normal(0, 1, (max(2, cells * height // width), cells, 3)).astype(np.float32)
+        layer = Image.fromarray(np.uint8(np.clip(small * 40 + 128, 0, 255))).resize(size, Image.Resampling.BICUBIC)
+        layers += (np.asarray(layer, dtype=np.float32) - 128) * weight / 40
+    base = rng.uniform(70, 170, 3).astype(np.float32)
+    return Image.fromarray(np.uint8(np.clip(layers + base, 0, 255)))
+
+
+def make_large(folder: Path, count: int) -> dict[str, set[str]]:
+    rng = np.random.default_rng(SEED)
+    pick = random.Random(SEED)
+    crops = _face_crops()
+    labels: dict[str, set[str]] = {}
+    scenes = count * 2 // 3
+    for n in range(scenes):
+        canvas = _background(rng, (4000, 2667))
+        people: set[str] = set()
+        taken: list[tuple[int, int, int, int]] = []
+        for _ in range(pick.randint(2, 5)):
+            person, crop, (_, _, fw, _) = pick.choice(crops)
+            scale = pick.uniform(110, 280) / fw
+            head = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.Resampling.LANCZOS)
+            for _attempt in range(50):
+                x, y = pick.randint(0, 4000 - head.width), pick.randint(0, 2667 - head.height)
+                box = (x, y, x + head.width, y + head.height)
+                if all(box[2] < t[0] or box[0] > t[2] or box[3] < t[1] or box[1] > t[3] for t in taken):
+                    break
+            else:
+                continue
+            # Feathered edges: no hard rectangle for the detector to latch onto.
+            mask = Image.new("L", head.size, 0)
+            mask.paste(255, (head.width // 8, head.height // 8, head.width * 7 // 8, head.height * 7 // 8))
+            canvas.paste(head, (x, y), mask.filter(ImageFilter.GaussianBlur(head.width // 16)))
+            taken.append(box)
+            people.add(person)
+        file = f"scene-{n:03d}.jpg"
+        _save(canvas, folder / file)
+        labels[file] = people
+    photos = sorted(_labels().items())
+    for n in range(count - scenes):
+        canvas = Image.new("RGB", (2000, 2000), (128, 128, 128))
+        people = set()
+        for slot, (name, who) in enumerate(pick.sample(photos, 4)):
+            tile = Image.open(FACES / name).convert("RGB")
+            tile.thumbnail((1000, 1000), Image.Resampling.LANCZOS)
+            canvas.paste(tile, ((slot % 2) * 1000, (slot // 2) * 1000))
+            people |= who
+        file = f"collage-{n:03d}.jpg"
+        _save(canvas, folder / file)
+        labels[file] = people
+    return labels
+
+
+def make_known(folder: Path) -> None:
+    for person, name in SELFIES.items():
+        shutil.copy(FACES / name, folder / f"{person}{Path(name).suffix}")
+
+
+# --- Measuring ------------------------------------------------------------------
+
+
+class TreeCPU:
+    """CPU seconds of our process tree vs. the whole machine, sampled with psutil."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[int, float], float] = {}
+        self.machine0 = psutil.cpu_times()
+        self.wall0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.25):
+            self._record()
+
+    def _record(self) -> None:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                times = proc.cpu_times()
+                self.seen[(proc.pid, proc.create_time())] = times.user + times.system
+            except psutil.Error:
+                pass
+
+    def stop(self) -> dict:
+        self._record()
+        self._stop.set()
+        self._thread.join()
+        wall = time.perf_counter() - self.wall0
+        machine1 = psutil.cpu_times()
+        busy = sum(
+            getattr(machine1, f) - getattr(self.machine0, f) for f in ("user", "system", "nice", "irq", "softirq")
+        )
+        ours = sum(self.seen.values())
+        return {
+            "wall_s": round(wall, 2),
+            "our_cpu_s": round(ours, 1),
+            "other_cores": round(max(0.0, busy - ours) / wall, 2),
+        }
+
+
+def score(found: set[tuple[str, str]], labels: dict[str, set[str]]) -> dict:
+    truth = {(photo, person) for photo, people in labels.items() for person in people}
+    hits = len(found & truth)
+    return {
+        "pairs": len(truth),
+        "true_positives": hits,
+        "false_positives": len(found - truth),
+        "precision": round(hits / len(found), 4) if found else 1.0,
+        "recall": round(hits / len(truth), 4) if truth else 1.0,
+    }
+
+
+def run_cli(known: Path, unknown: Path, labels: dict[str, set[str]]) -> dict:
+    meter = TreeCPU()
+    done = subprocess.run(
+        [str(CLI), "--cpus", "2", str(known), str(unknown)], capture_output=True, text=True, check=True
+    )
+    result = meter.stop()
+    found = set()
+    for line in done.stdout.splitlines():
+        path, _, name = line.rpartition(",")
+        if name in SELFIES:
+            found.add((Path(path).name, name))
+    return {**result, **score(found, labels)}
+
+
+def _project_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "JOBS_SYNC")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",
+        MEDIA_ROOT=str(tmp / "media"),
+        CACHE_DIR=str(tmp / "cache"),
+        Q_CLUSTER_NAME=f"bench-indexing-{os.getpid()}",
+        Q_WORKERS="2",
+        LOG_LEVEL="WARNING",
+        Q_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def run_project(known: Path, unknown: Path, labels: dict[str, set[str]], extra_env: dict[str, str]) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="trouvaille-bench-"))
+    env = {**_project_env(tmp), **extra_env}
+    manage = [str(PYTHON), str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, cwd=ROOT)
+    subprocess.run(
+        [*manage, "create_event", "Bench", "--slug", "bench"], env=env, check=True, cwd=ROOT, capture_output=True
+    )
+    log = open(tmp / "qcluster.log", "w")  # noqa: SIM115 - closed below
+    cluster = subprocess.Popen(
+        [*manage, "qcluster"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        time.sleep(4)  # workers spawned and idle, like a running deployment
+        meter = TreeCPU()
+        subprocess.run(
+            [*manage, "import_photos", "bench", str(unknown), "--wait"],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+        )
+        imported = meter.stop()
+        meter = TreeCPU()
+        pairs = subprocess.run(
+            [str(PYTHON), "-m", "tests.bench.bench_indexing", "--selfies-into", str(known)],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        selfies = meter.stop()
+    finally:
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait()
+        log.close()
+    found = {tuple(pair) for pair in json.loads(pairs.stdout)}
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "wall_s": round(imported["wall_s"] + selfies["wall_s"], 2),
+        "import_wall_s": imported["wall_s"],
+        "selfies_wall_s": selfies["wall_s"],
+        "our_cpu_s": round(imported["our_cpu_s"] + selfies["our_cpu_s"], 1),
+        "other_cores": round(max(imported["other_cores"], selfies["other_cores"]), 2),
+        **score(found, labels),
+    }
+
+
+def selfies_into(known: Path) -> None:
+    """(In the project's environment) take one selfie per person, wait, print the matched pairs."""
     import django
 
+    sys.path.insert(0, str(ROOT))
     django.setup()
+    from gallery import services
+    from gallery.models import Event, Match, Selfie
+
+    event = Event.objects.get(slug="bench")
+    person_of = {}
+    for file in sorted(known.iterdir()):
+        with file.open("rb") as upload:
+            person_of[services.selfie_create(event=event, upload=upload, consent=True).pk] = file.stem
+    pending = Selfie.objects.filter(match_state__in=[Selfie.State.PENDING, Selfie.State.MATCHING])
+    deadline = time.monotonic() + 300
+    while pending.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pairs = [(name, person_of[sid]) for name, sid in Match.objects.values_list("photo__original_name", "selfie_id")]
+    print(json.dumps(pairs))
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+# --- Profile of one index job ------------------------------------------------------
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def profile(unknown: Path, limit: int) -> None:
+    """CPU per stage of the index job's work on the set's photos, in this process."""
+    import django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ["DATABASE_URL"] = f"sqlite:///{tempfile.gettempdir()}/trouvaille-bench-unused.sqlite3"
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+    import cProfile
+    import pstats
 
-def sample_paths() -> list[str]:
-    return sorted(name for name in LABELS if name.startswith(("people/", "groups/")))
+    from django.conf import settings
 
-
-def expected_faces(name: str) -> int:
-    entry = LABELS[name]
-    return len(entry["people"]) + entry.get("unknown_faces", 0)
-
-
-# --- Work done in a child process -----------------------------------------------------------
-
-
-def child(task: dict, barrier, results) -> None:
-    """One worker-like process: load dlib, wait for the others, run the workload."""
-    _setup_django()
     from gallery.images import jpeg_file, load_rgb
     from matching.engines import get_engine
 
-    rss_start = _rss_mb()
-    started = time.perf_counter()
     engine = get_engine("dlib")
-    load_s = time.perf_counter() - started
-    rss_engine = _rss_mb()
-    engine.max_side = task["max_side"]
-    records = []
-    if task["kind"] == "detect":
-        images = []
-        for name in task["photos"]:
-            with open(SAMPLES / name, "rb") as handle:
-                images.append((name, load_rgb(handle)))
-        engine.detect(images[0][1])  # warm-up: first call pays one-off allocations
-        if barrier is not None:
-            barrier.wait(timeout=120)
-        meter = BusyMeter()
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
-        for _ in range(task["rounds"]):
-            for name, image in images:
-                t0, c0 = time.perf_counter(), time.process_time()
-                faces = engine.detect(image)
-                records.append(
-                    {
-                        "photo": name,
-                        "size": list(image.size),
-                        "ms": (time.perf_counter() - t0) * 1000,
-                        "cpu_ms": (time.process_time() - c0) * 1000,
-                        "faces": len(faces),
-                    }
-                )
-    elif task["kind"] == "selfie":
-        import numpy as np
-
-        selfies = []
-        for name in task["photos"]:
-            with open(SAMPLES / name, "rb") as handle:
-                stored = jpeg_file(load_rgb(handle, draft_side=task["selfie_side"]), max_side=task["selfie_side"])
-            selfies.append((name, load_rgb(stored)))
-        engine.detect(selfies[0][1])
-        meter = BusyMeter()
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
-        configured = engine.upsample
-        for name, image in selfies:
-            found = {}
-            for upsample in (configured, 0):
-                engine.upsample = upsample
-                c0 = time.process_time()
-                faces = engine.detect(image)
-                found[upsample] = ((time.process_time() - c0) * 1000, faces)
-            engine.upsample = configured
-            (cpu_configured, faces_configured), (cpu_none, faces_none) = found[configured], found[0]
-            apart = None
-            if faces_configured and faces_none:
-                a = max(faces_configured, key=lambda face: face.area).embedding
-                b = max(faces_none, key=lambda face: face.area).embedding
-                apart = float(np.linalg.norm(a - b))
-            records.append(
-                {
-                    "photo": name,
-                    "size": list(image.size),
-                    "ms": cpu_configured,
-                    "cpu_ms": cpu_configured,
-                    "cpu_ms_no_upsample": cpu_none,
-                    "faces": len(faces_configured),
-                    "faces_no_upsample": len(faces_none),
-                    "embedding_distance": apart,
-                }
-            )
-    else:  # "job": decode + served copies + detect, from JPEG bytes, like photo_index minus the database
-        blobs = [(name, Path(path).read_bytes()) for name, path in task["files"]]
-        if barrier is not None:
-            barrier.wait(timeout=120)
-        meter = BusyMeter()
-        cpu0, wall0 = _cpu_s(), time.perf_counter()
-        for _ in range(task["rounds"]):
-            for name, data in blobs:
-                t0, c0 = time.perf_counter(), time.process_time()
-                image = load_rgb(io.BytesIO(data))
-                t1 = time.perf_counter()
-                jpeg_file(image, max_side=task["display_side"])
-                jpeg_file(image, max_side=task["thumbnail_side"], quality=80)
-                t2 = time.perf_counter()
-                faces = engine.detect(image)
-                t3 = time.perf_counter()
-                records.append(
-                    {
-                        "photo": name,
-                        "size": list(image.size),
-                        "decode_ms": (t1 - t0) * 1000,
-                        "copies_ms": (t2 - t1) * 1000,
-                        "detect_ms": (t3 - t2) * 1000,
-                        "ms": (t3 - t0) * 1000,
-                        "cpu_ms": (time.process_time() - c0) * 1000,
-                        "faces": len(faces),
-                    }
-                )
-                del image
-    wall = time.perf_counter() - wall0
-    machine_busy = meter.cores_busy()
-    results.put(
-        {
-            "machine_busy_cores": machine_busy,
-            "pid": os.getpid(),
-            "records": records,
-            "wall_s": wall,
-            "cpu_s": _cpu_s() - cpu0,
-            "engine_load_s": load_s,
-            "rss_start_mb": rss_start,
-            "rss_engine_mb": rss_engine,
-            "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
-    )
+    files = sorted(unknown.iterdir())[:limit]
+    stages = {"decode": 0.0, "copies": 0.0, "detect+embed": 0.0}
+    profiler = cProfile.Profile()
+    faces = 0
+    for file in files:
+        profiler.enable()
+        start = time.process_time()
+        with file.open("rb") as original:
+            image = load_rgb(original)
+        decoded = time.process_time()
+        jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE)
+        jpeg_file(image, max_side=settings.THUMBNAIL_SIDE, quality=80)
+        copied = time.process_time()
+        faces += len(engine.detect(image))
+        profiler.disable()
+        stages["decode"] += decoded - start
+        stages["copies"] += copied - decoded
+        stages["detect+embed"] += time.process_time() - copied
+    total = sum(stages.values())
+    per = ", ".join(f"{k} {v / len(files) * 1000:.0f}" for k, v in stages.items())
+    print(f"{len(files)} photos, {faces} faces: {total / len(files) * 1000:.0f} ms CPU per photo ({per})")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
 
 
-def run(task: dict, processes: int = 1) -> list[dict]:
-    """Run the task in `processes` fresh processes at once; their results."""
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(processes) if processes > 1 else None
-    results = ctx.Queue()
-    workers = [ctx.Process(target=child, args=(task, barrier, results)) for _ in range(processes)]
-    for worker in workers:
-        worker.start()
-    out = []
-    try:
-        for _ in workers:
-            out.append(results.get(timeout=CHILD_TIMEOUT))
-    finally:
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-    return out
+# --- Report ------------------------------------------------------------------------
 
 
-# --- Summaries ------------------------------------------------------------------------------
-
-
-def describe(label: str, outs: list[dict], expected: dict[str, int] | None = None) -> dict:
-    records = [record for out in outs for record in out["records"]]
-    ms = [record["ms"] for record in records]
-    wall = max(out["wall_s"] for out in outs)
-    cpu_total = sum(out["cpu_s"] for out in outs)
-    cpu_ms = [record["cpu_ms"] for record in records]
-    row = {
-        "label": label,
-        "processes": len(outs),
-        "photos": len(records),
-        "mean_ms": round(statistics.fmean(ms), 1),
-        "median_ms": round(statistics.median(ms), 1),
-        "min_ms": round(min(ms), 1),
-        "max_ms": round(max(ms), 1),
-        "cpu_mean_ms": round(statistics.fmean(cpu_ms), 1),
-        "cpu_photos_per_hour_per_core": round(3600 / (statistics.fmean(cpu_ms) / 1000)),
-        "other_processes_cores": round(max(0.0, max(out["machine_busy_cores"] for out in outs) - cpu_total / wall), 2),
-        "wall_s": round(wall, 2),
-        "photos_per_hour": round(len(records) / wall * 3600),
-        "cpu_per_wall": round(cpu_total / wall, 2),
-        "engine_load_s": round(max(out["engine_load_s"] for out in outs), 2),
-        "rss_engine_mb": max(out["rss_engine_mb"] for out in outs),
-        "maxrss_mb": max(out["maxrss_mb"] for out in outs),
-    }
-    for part in ("decode_ms", "copies_ms", "detect_ms"):
-        if records and part in records[0]:
-            row[part.replace("_ms", "_mean_ms")] = round(statistics.fmean(record[part] for record in records), 1)
-    if expected:
-        first_round = {record["photo"]: record["faces"] for record in outs[0]["records"]}
-        row["faces_found"] = sum(first_round.values())
-        row["faces_labelled"] = sum(expected[name] for name in first_round)
-        row["photos_missing_faces"] = sorted(name for name, n in first_round.items() if n < expected[name])
-    per_photo: dict[str, list[float]] = {}
-    for record in outs[0]["records"]:
-        per_photo.setdefault(record["photo"], []).append(record["ms"])
-    row["per_photo_median_ms"] = {name: round(statistics.median(v), 1) for name, v in per_photo.items()}
-    row["sizes"] = {record["photo"]: record["size"] for record in outs[0]["records"]}
+def compare(name: str, run: int, known: Path, unknown: Path, labels: dict[str, set[str]], extra_env: dict) -> dict:
+    """Both sides on the same photos, back to back; odd runs start with Trouvaille."""
+    row: dict = {"set": name, "photos": len(labels), "run": run + 1}
+    sides = ["cli", "trouvaille"] if run % 2 == 0 else ["trouvaille", "cli"]
+    for side in sides:
+        if side == "cli":
+            row[side] = run_cli(known, unknown, labels)
+        else:
+            row[side] = run_project(known, unknown, labels, extra_env)
+    cli, ours = row["cli"], row["trouvaille"]
+    row["ratio"] = round(cli["wall_s"] / ours["wall_s"], 2)
+    row["ratio_import_only"] = round(cli["wall_s"] / ours["import_wall_s"], 2)
     print(
-        f"  {label:<44} {row['photos']:>3} photos in {row['processes']} proc: mean {row['mean_ms']:7.1f} ms/photo, "
-        f"wall {row['wall_s']:6.1f} s -> {row['photos_per_hour']:>6} photos/h, cpu/wall {row['cpu_per_wall']}, "
-        f"cpu {row['cpu_mean_ms']} ms/photo, other processes {row['other_processes_cores']} cores, "
-        f"peak RSS {row['maxrss_mb']} MB"
-        + (f", faces {row['faces_found']}/{row['faces_labelled']}" if expected else ""),
+        f"  run {run + 1}: face_recognition {cli['wall_s']:.1f} s "
+        f"(P {cli['precision']:.3f} R {cli['recall']:.3f}, others {cli['other_cores']} cores) | "
+        f"trouvaille {ours['wall_s']:.1f} s = import {ours['import_wall_s']:.1f} "
+        f"+ selfies {ours['selfies_wall_s']:.1f} "
+        f"(P {ours['precision']:.3f} R {ours['recall']:.3f}, others {ours['other_cores']} cores) | "
+        f"ratio {row['ratio']:.2f}x ({row['ratio_import_only']:.2f}x import only)",
         flush=True,
     )
     return row
 
 
-def make_camera_files(tmp: Path) -> list[tuple[str, str]]:
-    """Six sample photos scaled to a 24 MP camera size, as JPEG files."""
-    from PIL import Image
-
-    from gallery.images import load_rgb
-
-    files = []
-    for name in CAMERA_PHOTOS:
-        with open(SAMPLES / name, "rb") as handle:
-            image = load_rgb(handle)
-        scale = CAMERA_SIDE / max(image.size)
-        big = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
-        path = tmp / (Path(name).stem + "-24mp.jpg")
-        big.save(path, format="JPEG", quality=90)
-        files.append((name, str(path)))
-    return files
-
-
-def print_tables(result: dict) -> None:
-    print("\n## detect() per photo, sample photos (people + groups), 1 process\n")
-    print(
-        "| FACE_DETECT_MAX_SIDE | photos timed | mean ms | median ms | max ms | CPU ms/photo "
-        "| faces found / labelled | photos/h (1 proc) | other procs (cores) |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for row in result["samples"]:
-        if row["processes"] == 1:
-            print(
-                f"| {row['max_side']} | {row['photos']} | {row['mean_ms']} | {row['median_ms']} | {row['max_ms']} | "
-                f"{row['cpu_mean_ms']} | {row['faces_found']}/{row['faces_labelled']} | "
-                f"{row['photos_per_hour']:,} | {row['other_processes_cores']} |"
-            )
-    if result["camera"]:
-        print("\n## Camera-size photos (6000 px, 24 MP): CPU of an index job without the database, 1 process\n")
-        print(
-            "| FACE_DETECT_MAX_SIDE | decode ms | served copies ms | detect ms | total ms/photo | CPU ms/photo "
-            "| photos/h (1 proc) | other procs (cores) |"
-        )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for row in result["camera"]:
-            if row["processes"] == 1:
-                print(
-                    f"| {row['max_side']} | {row['decode_mean_ms']} | {row['copies_mean_ms']} | "
-                    f"{row['detect_mean_ms']} | {row['mean_ms']} | {row['cpu_mean_ms']} | "
-                    f"{row['photos_per_hour']:,} | {row['other_processes_cores']} |"
-                )
-    print("\n## Throughput, 1 vs 2 worker processes (default max side)\n")
-    print(
-        "| workload | processes | photos | wall s | photos/hour | CPU/wall | other procs (cores) "
-        "| peak RSS per worker MB |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in result["samples"] + result["camera"]:
-        if row["max_side"] == result["default_side"]:
-            print(
-                f"| {row['workload']} | {row['processes']} | {row['photos']} | {row['wall_s']} | "
-                f"{row['photos_per_hour']:,} | {row['cpu_per_wall']} | {row['other_processes_cores']} | "
-                f"{row['maxrss_mb']} |"
-            )
-    sel = result.get("selfies")
-    if sel:
-        print("\n## Selfie enrolment: detect() on stored selfies (<= SELFIE_MAX_SIDE), 1 process\n")
-        print("| upsample | CPU ms/selfie | selfies with a face | largest embedding shift vs. configured |")
-        print("|---:|---:|---:|---:|")
-        print(f"| {sel['upsample']} (configured) | {sel['cpu_mean_ms']} | {sel['found']}/{sel['photos']} | - |")
-        print(
-            f"| 0 | {sel['cpu_mean_ms_no_upsample']} | {sel['found_no_upsample']}/{sel['photos']} | "
-            f"{sel['max_embedding_distance']} |"
-        )
-    print(
-        f"\nworker RSS with dlib loaded: {result['rss_engine_mb']} MB; dlib load time "
-        f"{result['engine_load_s']} s; load average start {result['loadavg_start']}, end {result['loadavg_end']}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--other-side", type=int, default=1024, help="second FACE_DETECT_MAX_SIDE to time")
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the sample photos per process")
-    parser.add_argument("--quick", action="store_true", help="one round, no camera-size photos")
-    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--sets", default="mixed,large", help="comma-separated: mixed, large")
+    parser.add_argument("--large", type=int, default=60, help="photos in the large set")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per set, alternating which side goes first")
     parser.add_argument(
-        "--wait-quiet", type=float, default=20, help="seconds to wait at most for an idle machine before each run"
+        "--project-env", action="append", default=[], metavar="NAME=VALUE", help="setting for Trouvaille's side"
     )
+    parser.add_argument("--profile", action="store_true", help="profile the index job's CPU on each set instead")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--selfies-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    _setup_django()
-    from django.conf import settings
-
-    default_side = settings.FACE_DETECT_MAX_SIDE
-    rounds = 1 if args.quick else args.rounds
-    photos = sample_paths()
-    expected = {name: expected_faces(name) for name in photos}
-    result: dict = {
-        "cpus": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
-        "default_side": default_side,
-        "upsample": settings.FACE_DETECT_UPSAMPLE,
-        "model": settings.FACE_MODEL,
-        "samples": [],
-        "camera": [],
-    }
-    print(f"{len(photos)} sample photos, {rounds} round(s); default FACE_DETECT_MAX_SIDE={default_side}", flush=True)
-    for side, processes in ((default_side, 1), (args.other_side, 1), (default_side, 2)):
-        task = {"kind": "detect", "max_side": side, "rounds": rounds, "photos": photos}
-        wait_quiet(args.wait_quiet)
-        row = describe(f"samples detect max_side={side}", run(task, processes), expected)
-        row.update(max_side=side, workload="sample photos, detect()")
-        result["samples"].append(row)
-    if not args.quick:
-        with tempfile.TemporaryDirectory(prefix="trouvaille-bench-") as tmp:
-            files = make_camera_files(Path(tmp))
-            for side, processes in ((default_side, 1), (args.other_side, 1), (default_side, 2)):
-                task = {
-                    "kind": "job",
-                    "max_side": side,
-                    "rounds": 1,
-                    "files": files,
-                    "display_side": settings.DISPLAY_MAX_SIDE,
-                    "thumbnail_side": settings.THUMBNAIL_SIDE,
-                }
-                wait_quiet(args.wait_quiet)
-                row = describe(f"24 MP job CPU max_side={side}", run(task, processes))
-                row.update(max_side=side, workload="24 MP photos, decode + copies + detect")
-                result["camera"].append(row)
-    task = {
-        "kind": "selfie",
-        "max_side": default_side,
-        "rounds": 1,
-        "photos": [name for name in photos if name.startswith("people/")],
-        "selfie_side": settings.SELFIE_MAX_SIDE,
-    }
-    wait_quiet(args.wait_quiet)
-    out = run(task)[0]
-    records = out["records"]
-    result["selfies"] = {
-        "photos": len(records),
-        "upsample": settings.FACE_DETECT_UPSAMPLE,
-        "cpu_mean_ms": round(statistics.fmean(r["cpu_ms"] for r in records), 1),
-        "cpu_mean_ms_no_upsample": round(statistics.fmean(r["cpu_ms_no_upsample"] for r in records), 1),
-        "found": sum(1 for r in records if r["faces"]),
-        "found_no_upsample": sum(1 for r in records if r["faces_no_upsample"]),
-        "max_embedding_distance": round(max(r["embedding_distance"] or 0 for r in records), 3),
-        "other_processes_cores": round(max(0.0, out["machine_busy_cores"] - out["cpu_s"] / out["wall_s"]), 2),
-    }
-    sel = result["selfies"]
-    print(
-        f"  selfie enrolment ({sel['photos']} people photos stored as selfies): upsample {sel['upsample']} "
-        f"{sel['cpu_mean_ms']} ms CPU, upsample 0 {sel['cpu_mean_ms_no_upsample']} ms CPU; faces found "
-        f"{sel['found']} vs {sel['found_no_upsample']}; largest embedding shift {sel['max_embedding_distance']}",
-        flush=True,
-    )
-    first = result["samples"][0]
-    result["rss_engine_mb"] = first["rss_engine_mb"]
-    result["engine_load_s"] = first["engine_load_s"]
-    result["loadavg_end"] = os.getloadavg()
-    print_tables(result)
+    if args.selfies_into:
+        selfies_into(args.selfies_into)
+        return
+    if not FACES.is_dir():
+        sys.exit(f"{FACES} is missing: this benchmark makes its photos from the shared labelled faces.")
+    extra_env = dict(item.split("=", 1) for item in args.project_env)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="trouvaille-bench-sets-") as tmp:
+        known = Path(tmp) / "known"
+        known.mkdir()
+        make_known(known)
+        for name in args.sets.split(","):
+            unknown = Path(tmp) / name
+            unknown.mkdir()
+            labels = make_mixed(unknown) if name == "mixed" else make_large(unknown, args.large)
+            sizes = [max(Image.open(unknown / f).size) for f in labels]
+            pairs = sum(map(len, labels.values()))
+            print(f"\n{name}: {len(labels)} photos, {min(sizes)}-{max(sizes)} px, {pairs} labelled pairs")
+            if args.profile:
+                profile(unknown, limit=24)
+                continue
+            for run in range(args.repeat):
+                results.append(compare(name, run, known, unknown, labels, extra_env))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"results written to {args.json}")
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
