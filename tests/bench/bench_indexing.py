@@ -426,11 +426,15 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="profile the index job's CPU on each set instead")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--faces", type=Path, help=f"the labelled faces folder (default {FACES})")
     parser.add_argument("--selfies-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.selfies_into:
         selfies_into(args.selfies_into)
         return
+    if args.faces:
+        global FACES  # one folder for the whole run
+        FACES = args.faces
     if not FACES.is_dir():
         sys.exit(f"{FACES} is missing: this benchmark makes its photos from the shared labelled faces.")
     extra_env = dict(item.split("=", 1) for item in args.project_env)
