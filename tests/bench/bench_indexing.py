@@ -417,6 +417,7 @@ def compare(name: str, run: int, known: Path, unknown: Path, labels: dict[str, s
 
 
 def main() -> None:
+    global FACES  # --faces: one folder for the whole run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="mixed,large", help="comma-separated: mixed, large")
     parser.add_argument("--large", type=int, default=60, help="photos in the large set")
@@ -433,7 +434,6 @@ def main() -> None:
         selfies_into(args.selfies_into)
         return
     if args.faces:
-        global FACES  # one folder for the whole run
         FACES = args.faces
     if not FACES.is_dir():
         sys.exit(f"{FACES} is missing: this benchmark makes its photos from the shared labelled faces.")
