@@ -18,6 +18,7 @@ start of a search, come from the database's clock: workers' clocks may drift.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -30,7 +31,7 @@ from django.utils.translation import gettext_noop
 from PIL import Image
 
 from gallery import jobs
-from gallery.images import ImageProblem, jpeg_file, load_rgb
+from gallery.images import ImageProblem, fitted, jpeg_file, load_rgb
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
 from matching import index
@@ -71,9 +72,14 @@ def photo_index(*, photo_id: int) -> str:
     try:
         with photo.original.open("rb") as original:
             image = load_rgb(original)
-        if not _photo_derivatives_make(photo=photo, image=image):
+        # One resize for all that follows the decode: the served copies are made
+        # from it and the engine searches it (dlib needs no more than ~2,900 px to
+        # find faces of 2.5% of the longest side; see matching.engines.dlib).
+        display = fitted(image, settings.DISPLAY_MAX_SIDE)
+        if not _photo_derivatives_make(photo=photo, image=display):
             return "superseded"  # deleted while we worked: no engine call, no files left
-        result = engine.index_photo(event_id=photo.event_id, photo_id=photo.pk, image=image)
+        result = engine.index_photo(event_id=photo.event_id, photo_id=photo.pk, image=display)
+        result = dataclasses.replace(result, faces=_in_pixels_of(result.faces, scale=image.width / display.width))
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
@@ -151,6 +157,22 @@ def photo_index_abandon(*, photo_id: int, reason: str) -> None:
     Photo.objects.claimed().filter(pk=photo_id).update(
         index_state=Photo.State.FAILED, index_error=reason, claimed_at=None
     )
+
+
+def _in_pixels_of(faces: list[FoundFace], *, scale: float) -> list[FoundFace]:
+    """Face boxes found in a scaled copy, in the original photo's pixels."""
+    if scale == 1.0:
+        return faces
+    return [
+        dataclasses.replace(
+            face,
+            left=round(face.left * scale),
+            top=round(face.top * scale),
+            width=round(face.width * scale),
+            height=round(face.height * scale),
+        )
+        for face in faces
+    ]
 
 
 def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:

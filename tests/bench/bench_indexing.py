@@ -404,13 +404,16 @@ def compare(name: str, run: int, known: Path, unknown: Path, labels: dict[str, s
     cli, ours = row["cli"], row["trouvaille"]
     row["ratio"] = round(cli["wall_s"] / ours["wall_s"], 2)
     row["ratio_import_only"] = round(cli["wall_s"] / ours["import_wall_s"], 2)
+    # On a busy machine wall times depend on the others; CPU seconds much less.
+    row["cpu_ratio"] = round(cli["our_cpu_s"] / ours["our_cpu_s"], 2)
     print(
         f"  run {run + 1}: face_recognition {cli['wall_s']:.1f} s "
         f"(P {cli['precision']:.3f} R {cli['recall']:.3f}, others {cli['other_cores']} cores) | "
         f"trouvaille {ours['wall_s']:.1f} s = import {ours['import_wall_s']:.1f} "
         f"+ selfies {ours['selfies_wall_s']:.1f} "
         f"(P {ours['precision']:.3f} R {ours['recall']:.3f}, others {ours['other_cores']} cores) | "
-        f"ratio {row['ratio']:.2f}x ({row['ratio_import_only']:.2f}x import only)",
+        f"ratio {row['ratio']:.2f}x ({row['ratio_import_only']:.2f}x import only; "
+        f"CPU {cli['our_cpu_s']:.0f} s / {ours['our_cpu_s']:.0f} s = {row['cpu_ratio']:.2f}x)",
         flush=True,
     )
     return row
