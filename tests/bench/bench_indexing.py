@@ -361,28 +361,30 @@ def profile(unknown: Path, limit: int) -> None:
 
     from django.conf import settings
 
-    from gallery.images import jpeg_file, load_rgb
+    from gallery.images import fitted, jpeg_file, load_rgb
     from matching.engines import get_engine
 
     engine = get_engine("dlib")
     files = sorted(unknown.iterdir())[:limit]
-    stages = {"decode": 0.0, "copies": 0.0, "detect+embed": 0.0}
-    profiler = cProfile.Profile()
+    stages = dict.fromkeys(["decode", "resize", "copies", "detect+embed"], 0.0)
+    profiler = cProfile.Profile(time.process_time)
     faces = 0
     for file in files:
         profiler.enable()
-        start = time.process_time()
+        marks = [time.process_time()]
         with file.open("rb") as original:
             image = load_rgb(original)
-        decoded = time.process_time()
-        jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE)
-        jpeg_file(image, max_side=settings.THUMBNAIL_SIDE, quality=80)
-        copied = time.process_time()
-        faces += len(engine.detect(image))
+        marks.append(time.process_time())
+        display = fitted(image, settings.DISPLAY_MAX_SIDE)  # as photo_index does
+        marks.append(time.process_time())
+        jpeg_file(display, max_side=settings.DISPLAY_MAX_SIDE)
+        jpeg_file(display, max_side=settings.THUMBNAIL_SIDE, quality=80)
+        marks.append(time.process_time())
+        faces += len(engine.detect(display))
+        marks.append(time.process_time())
         profiler.disable()
-        stages["decode"] += decoded - start
-        stages["copies"] += copied - decoded
-        stages["detect+embed"] += time.process_time() - copied
+        for stage, start, end in zip(stages, marks, marks[1:], strict=False):
+            stages[stage] += end - start
     total = sum(stages.values())
     per = ", ".join(f"{k} {v / len(files) * 1000:.0f}" for k, v in stages.items())
     print(f"{len(files)} photos, {faces} faces: {total / len(files) * 1000:.0f} ms CPU per photo ({per})")
