@@ -183,3 +183,48 @@ def test_find_faces_lists_matching_photos_best_first(dlib_engine, event, run_job
     assert [item["photo"] for item in result] == [name for name, d in zip(names, distances, strict=True) if d <= cut]
     assert 0 < len(result) < len(names)
     assert all(set(item) == {"photo", "distance"} for item in result)
+
+
+def test_the_coarse_pyramid_finds_the_faces_of_dlibs_dense_pyramid(dlib_engine):
+    # The engine's two-pass search (coarse candidates, each confirmed on a crop)
+    # against dlib's own pyramid on the 1,600 px copy, as face_recognition's tool runs it.
+    from matching.engines.dlib import _overlap
+
+    engine = get_engine("dlib")
+    assert engine._level is not None  # this dlib release is the one the coarse pass was written for
+    for name in ["groups/obama_and_biden.jpg", "groups/two_people.jpg", "people/obama/obama3.jpg"]:
+        image = Image.open(sample(name)).convert("RGB")
+        dense = engine._locate_dense(image, engine.upsample)
+        coarse = engine._locate(image, engine.upsample)
+        assert len(coarse) == len(dense), name
+        for box in dense:
+            assert max(_overlap(box, other) for other in coarse) > 0.5, (name, box)
+
+
+def test_face_boxes_are_stored_in_the_originals_pixels(dlib_engine, event, run_jobs, settings):
+    # The engine searches the display copy; the boxes are scaled back to the original.
+    settings.DISPLAY_MAX_SIDE = 1500
+    with run_jobs():
+        services.paths_import(event=event, paths=[sample("groups/obama_and_biden.jpg")])
+    photo = Photo.objects.get()
+    assert (photo.width, photo.height) == (2000, 1428)
+    assert Image.open(photo.display.path).size == (1500, 1071)
+    stored = sorted((face.left, face.top, face.width) for face in photo.faces.all())
+    found = sorted(
+        (f.left, f.top, f.width) for f in get_engine("dlib").detect(Image.open(sample("groups/obama_and_biden.jpg")))
+    )
+    assert len(stored) == len(found) == 3
+    for (left, top, width), (left2, top2, width2) in zip(stored, found, strict=True):
+        assert (
+            abs(left - left2) < 0.1 * width2 and abs(top - top2) < 0.1 * width2 and abs(width - width2) < 0.2 * width2
+        )
+
+
+def test_another_dlib_serialization_falls_back_to_dlibs_own_pyramid():
+    from matching.engines.dlib import _one_level
+
+    class Detector:
+        def save(self, path: str) -> None:
+            Path(path).write_bytes(b"\x01\x03" + bytes(100))
+
+    assert _one_level(Detector()) is None

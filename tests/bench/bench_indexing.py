@@ -194,6 +194,9 @@ class TreeCPU:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[int, float], float] = {}
+        self._record()
+        # Processes already running (the idle cluster) count from now on only.
+        self.before = dict(self.seen)
         self.machine0 = psutil.cpu_times()
         self.wall0 = time.perf_counter()
         self._stop = threading.Event()
@@ -221,7 +224,7 @@ class TreeCPU:
         busy = sum(
             getattr(machine1, f) - getattr(self.machine0, f) for f in ("user", "system", "nice", "irq", "softirq")
         )
-        ours = sum(self.seen.values())
+        ours = sum(cpu - self.before.get(key, 0.0) for key, cpu in self.seen.items())
         return {
             "wall_s": round(wall, 2),
             "our_cpu_s": round(ours, 1),
