@@ -300,6 +300,15 @@ def private_link_open(request: HttpRequest, event: Event, token: str) -> Attende
     return attendee
 
 
+def event_and_attendee_for_visitor(request: HttpRequest, slug: str) -> tuple[Event, Attendee]:
+    """An event this visitor unlocked and the attendee whose photos they see there, or 404."""
+    event = unlocked_event_for_attendee(request, slug)
+    attendee = attendee_for_visitor(request, event)
+    if attendee is None:
+        raise Http404("No selfie yet.")
+    return event, attendee
+
+
 def matched_photo_for_attendee(request: HttpRequest, event: Event, photo_id: int) -> Photo:
     """A photo of the event in this visitor's gallery (matched, not marked "not me"), or 404."""
     attendee = attendee_for_visitor(request, event)

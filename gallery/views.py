@@ -186,10 +186,7 @@ def me(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def me_email(request: HttpRequest, slug: str) -> HttpResponse:
     """Opt in to e-mails: the private link now, news of new photos later (sent by jobs)."""
-    event = access.unlocked_event_for_attendee(request, slug)
-    attendee = access.attendee_for_visitor(request, event)
-    if attendee is None:
-        raise Http404("No selfie.")
+    event, attendee = access.event_and_attendee_for_visitor(request, slug)
     form = EmailForm(request.POST)
     status = 400
     if form.is_valid() and not access.email_optin_attempt(request, attendee).allowed:
@@ -209,10 +206,7 @@ def me_email(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_POST
 def me_email_stop(request: HttpRequest, slug: str) -> HttpResponse:
-    event = access.unlocked_event_for_attendee(request, slug)
-    attendee = access.attendee_for_visitor(request, event)
-    if attendee is None:
-        raise Http404("No selfie.")
+    event, attendee = access.event_and_attendee_for_visitor(request, slug)
     services.attendee_email_stop(attendee=attendee)
     messages.success(request, _("You will get no more e-mails about this event."))
     return redirect("gallery:me", slug=event.slug)
@@ -294,9 +288,8 @@ def photo_reject(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse
 
 @require_POST
 def photo_undo(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
-    event = access.unlocked_event_for_attendee(request, slug)
-    attendee = access.attendee_for_visitor(request, event)
-    if attendee is None or not services.photo_unreject(attendee=attendee, photo_id=photo_id):
+    event, attendee = access.event_and_attendee_for_visitor(request, slug)
+    if not services.photo_unreject(attendee=attendee, photo_id=photo_id):
         raise Http404("Nothing to undo.")
     return redirect(reverse("gallery:me", args=[event.slug]) + f"#photo-{photo_id}")
 
@@ -343,10 +336,7 @@ def photo_download(request: HttpRequest, slug: str, photo_id: int) -> HttpRespon
 @require_GET
 def photos_zip(request: HttpRequest, slug: str) -> HttpResponse:
     """All the attendee's photos in one zip, streamed as it is built."""
-    event = access.unlocked_event_for_attendee(request, slug)
-    attendee = access.attendee_for_visitor(request, event)
-    if attendee is None:
-        raise Http404("No photos.")
+    event, attendee = access.event_and_attendee_for_visitor(request, slug)
     photos = attendee.photos().exclude(display="").only("id", "original_name", "display")
     return zip_response(_zip_members(photos.iterator(chunk_size=200)), filename=f"{event.slug}-photos.zip")
 
