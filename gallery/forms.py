@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 from django import forms
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+
+
+def consent_field(label: str | Promise, *, refused: str | Promise) -> forms.BooleanField:
+    """A box the person must tick themselves; `refused` says what is not done without it."""
+    return forms.BooleanField(label=label, error_messages={"required": refused})
 
 
 # The attendee templates write these inputs out themselves (camera button, consent
@@ -16,23 +22,23 @@ class SelfieForm(forms.Form):
         label=_("Your selfie"),
         error_messages={"required": _("Please choose or take a selfie."), "empty": _("That file is empty.")},
     )
-    consent = forms.BooleanField(
-        label=_(
+    consent = consent_field(
+        _(
             "I agree that Trouvaille computes a biometric template of my face from this selfie, "
             "only to find me in this event's photos. I can delete it at any time."
         ),
-        error_messages={"required": _("Please agree to the use of your selfie to find your photos.")},
+        refused=_("Please agree to the use of your selfie to find your photos."),
     )
 
 
 class EmailForm(forms.Form):
     email = forms.EmailField(label=_("Your e-mail address"), max_length=254)
-    consent = forms.BooleanField(
-        label=_(
+    consent = consent_field(
+        _(
             "E-mail me my private link, and once when new photos of me are found at this event. "
             "Each message has a link to stop."
         ),
-        error_messages={"required": _("Please agree to receive these e-mails, or leave the address out.")},
+        refused=_("Please agree to receive these e-mails, or leave the address out."),
     )
 
 
