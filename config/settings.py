@@ -302,6 +302,23 @@ FACE_CACHE_MAX_BYTES = env_int("FACE_CACHE_MAX_BYTES", 512 * 1024 * 1024)
 if FACE_CACHE_MAX_BYTES < 0:
     raise ImproperlyConfigured("FACE_CACHE_MAX_BYTES must be 0 or more")
 
+# Matching rules (matching/rules.py, docs/accuracy.md). Selfies closer than this
+# are one person and share their faces.
+FACE_MERGE_DISTANCE = env_float("FACE_MERGE_DISTANCE", 0.4)
+# Faces whose box is smaller than this (px) or less sharp than this are matched
+# only within FACE_LOW_QUALITY_TOLERANCE.
+FACE_MIN_QUALITY_SIZE = env_int("FACE_MIN_QUALITY_SIZE", 0)
+FACE_MIN_SHARPNESS = env_float("FACE_MIN_SHARPNESS", 0.0)
+FACE_LOW_QUALITY_TOLERANCE = env_float("FACE_LOW_QUALITY_TOLERANCE", 0.5)
+# Query expansion: photo faces matched within FACE_PROBE_DISTANCE find faces of
+# other photos within FACE_EXPANSION_TOLERANCE of them.
+FACE_PROBE_DISTANCE = env_float("FACE_PROBE_DISTANCE", 0.4)
+FACE_EXPANSION_TOLERANCE = env_float("FACE_EXPANSION_TOLERANCE", 0.4)
+# dlib: a selfie is encoded this many times with random jitter and averaged.
+FACE_SELFIE_JITTER = env_int("FACE_SELFIE_JITTER", 1)
+# dlib: landmark model for encodings, small (5 points, fast) or large (68 points).
+FACE_SELFIE_LANDMARKS = env("FACE_SELFIE_LANDMARKS", "small")
+
 AWS_REKOGNITION_REGION = env("AWS_REKOGNITION_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
 AWS_REKOGNITION_COLLECTION_PREFIX = env("AWS_REKOGNITION_COLLECTION_PREFIX", "trouvaille")
 AWS_REKOGNITION_SIMILARITY = env_float("AWS_REKOGNITION_SIMILARITY", 90.0)

@@ -91,7 +91,15 @@ class DlibEngine(EmbeddingEngine):
         self.upsample = settings.FACE_DETECT_UPSAMPLE
         self.model = settings.FACE_MODEL
 
-    def detect(self, image: Image.Image, *, upsample: int | None = None) -> list[FoundFace]:
+    def detect(
+        self,
+        image: Image.Image,
+        *,
+        upsample: int | None = None,
+        jitter: int = 1,
+        landmarks: str = "small",
+        largest_only: bool = False,
+    ) -> list[FoundFace]:
         """Every face with its embedding, boxes in the image's pixels.
 
         The smallest face found is that of dlib's detector on the photo downscaled
@@ -107,7 +115,9 @@ class DlibEngine(EmbeddingEngine):
         # face_recognition's (top, right, bottom, left); embeddings from the image
         # itself, so a small face's is made from every pixel it has.
         css = [(round(top), round(right), round(bottom), round(left)) for left, top, right, bottom in boxes]
-        encodings = self._fr.face_encodings(pixels, known_face_locations=css)
+        if largest_only:  # a selfie: only its main face is worth a (jittered) encoding
+            css = [max(css, key=lambda box: (box[2] - box[0]) * (box[1] - box[3]))]
+        encodings = self._fr.face_encodings(pixels, known_face_locations=css, num_jitters=jitter, model=landmarks)
         return [
             FoundFace(
                 left=max(0, left),
@@ -200,5 +210,13 @@ class DlibEngine(EmbeddingEngine):
         # A selfie's face fills much of the picture: dlib finds it without
         # upsampling, for less than half the CPU. A small face (a selfie taken
         # from afar) falls back to the configured upsampling.
-        face = largest(self.detect(image, upsample=0))
-        return face if face is not None else largest(self.detect(image))
+        # Jitter (re-encoding slightly shifted copies and averaging) and the
+        # 68-point landmarks are paid once per selfie, never per photo face
+        # (docs/accuracy.md has the measurements).
+        careful = {
+            "jitter": settings.FACE_SELFIE_JITTER,
+            "landmarks": settings.FACE_SELFIE_LANDMARKS,
+            "largest_only": True,
+        }
+        face = largest(self.detect(image, upsample=0, **careful))
+        return face if face is not None else largest(self.detect(image, **careful))
