@@ -286,7 +286,9 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "Trouvaille <noreply@localhost>")
 # --- Faces --------------------------------------------------------------------
 
 FACE_BACKEND = env("FACE_BACKEND", "dlib")
-FACE_TOLERANCE = env_float("FACE_TOLERANCE", 0.6)
+# 0.62 with the rules below (one person per face); 0.6 was the single-threshold
+# default. docs/accuracy.md has the measurements behind every default here.
+FACE_TOLERANCE = env_float("FACE_TOLERANCE", 0.62)
 # Smallest face to find, as a share of the photo's longest side (100 px in 4000 px).
 FACE_MIN_SIZE_RATIO = env_float("FACE_MIN_SIZE_RATIO", 0.025)
 FACE_DETECT_UPSAMPLE = env_int("FACE_DETECT_UPSAMPLE", 1)
@@ -307,13 +309,13 @@ if FACE_CACHE_MAX_BYTES < 0:
 FACE_MERGE_DISTANCE = env_float("FACE_MERGE_DISTANCE", 0.4)
 # Faces whose box is smaller than this (px) or less sharp than this are matched
 # only within FACE_LOW_QUALITY_TOLERANCE.
-FACE_MIN_QUALITY_SIZE = env_int("FACE_MIN_QUALITY_SIZE", 0)
-FACE_MIN_SHARPNESS = env_float("FACE_MIN_SHARPNESS", 0.0)
-FACE_LOW_QUALITY_TOLERANCE = env_float("FACE_LOW_QUALITY_TOLERANCE", 0.5)
+FACE_MIN_QUALITY_SIZE = env_int("FACE_MIN_QUALITY_SIZE", 40)
+FACE_MIN_SHARPNESS = env_float("FACE_MIN_SHARPNESS", 0.05)
+FACE_LOW_QUALITY_TOLERANCE = env_float("FACE_LOW_QUALITY_TOLERANCE", 0.6)
 # Query expansion: photo faces matched within FACE_PROBE_DISTANCE find faces of
 # other photos within FACE_EXPANSION_TOLERANCE of them.
-FACE_PROBE_DISTANCE = env_float("FACE_PROBE_DISTANCE", 0.4)
-FACE_EXPANSION_TOLERANCE = env_float("FACE_EXPANSION_TOLERANCE", 0.4)
+FACE_PROBE_DISTANCE = env_float("FACE_PROBE_DISTANCE", 0.5)
+FACE_EXPANSION_TOLERANCE = env_float("FACE_EXPANSION_TOLERANCE", 0.45)
 # dlib: a selfie is encoded this many times with random jitter and averaged.
 FACE_SELFIE_JITTER = env_int("FACE_SELFIE_JITTER", 1)
 # dlib: landmark model for encodings, small (5 points, fast) or large (68 points).

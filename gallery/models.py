@@ -8,6 +8,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -103,6 +104,13 @@ class Event(models.Model):
         related_name="owned_events",
         verbose_name=_("owners"),
         help_text=_("Organizers who see and manage this event in the admin."),
+    )
+    face_tolerance = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.3), MaxValueValidator(0.8)],
+        help_text="Largest face distance that counts as the same person (dlib; lower is stricter). "
+        "Empty: the server's FACE_TOLERANCE. Changing it matches every selfie again.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -258,6 +266,10 @@ class Face(models.Model):
     engine = models.CharField(max_length=20)
     # The engine's own id for this face (Rekognition FaceId), if any.
     external_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # Quality (matching.quality): tiny or blurred faces match only with a stricter
+    # tolerance. Empty for faces indexed before it was measured.
+    size = models.PositiveIntegerField(null=True, blank=True, help_text="Shorter side of the face, in pixels.")
+    sharpness = models.FloatField(null=True, blank=True, help_text="Detail relative to contrast (0 = flat).")
 
     objects = FaceQuerySet.as_manager()
 

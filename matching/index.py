@@ -13,6 +13,7 @@ cannot leave the last one unchanged.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from threading import Lock
 from typing import TYPE_CHECKING
 
@@ -21,16 +22,15 @@ from django.conf import settings
 from django.db.models import Count, Max, Sum
 
 from gallery.models import Face, Photo, Selfie
+from matching import rules
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-# (event, engine) -> (version, photo id per face, faces x dims matrix, squared norm per face),
-# least recently used first. Bounded by the bytes of its arrays (FACE_CACHE_MAX_BYTES), not
+# (event, engine) -> (version, photo id per face, faces x dims matrix, squared norm per face,
+# face size, face sharpness), least recently used first. Bounded by the bytes of its arrays (FACE_CACHE_MAX_BYTES), not
 # by a count of events: one event of 300k faces weighs as much as 300 events of 1k faces.
-_cache: OrderedDict[tuple[int, str], tuple[tuple, NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]] = (
-    OrderedDict()
-)
+_cache: OrderedDict[tuple[int, str], tuple] = OrderedDict()
 _cache_lock = Lock()
 
 
@@ -82,21 +82,47 @@ def _event_version(event_id: int) -> tuple:
     return tuple(photos.aggregate(n=Count("id"), faces=Sum("face_count"), last=Max("indexed_at")).values())
 
 
-def _event_index(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]:
-    """(photo id per face, faces x dims matrix, squared norm per face), cached per process."""
+@dataclass(frozen=True)
+class EventFaces:
+    """An event's indexed faces as arrays, one row per face."""
+
+    photo_ids: NDArray[np.int64]
+    matrix: NDArray[np.float32]  # faces x dims
+    norms: NDArray[np.float32]  # squared norm per face
+    sizes: NDArray[np.int64]  # face quality: shorter box side in px, -1 when not measured
+    sharpness: NDArray[np.float64]  # face quality (matching.quality), -1 when not measured
+
+    def low_quality(self, chosen: rules.Rules) -> NDArray[np.bool_]:
+        return rules.low_quality(self.sizes, self.sharpness, chosen)
+
+
+def event_faces(event_id: int, engine: str) -> EventFaces:
+    """The event's indexed faces with their quality, cached per process until its indexed photos change."""
     version = _event_version(event_id)
     key = (event_id, engine)
     with _cache_lock:
         cached = _cache.get(key)
         if cached and cached[0] == version:
             _cache.move_to_end(key)
-            return cached[1], cached[2], cached[3]
-    rows = list(_event_faces(event_id, engine).values_list("photo_id", "embedding"))
+            return EventFaces(*cached[1:])
+    rows = list(_event_faces(event_id, engine).values_list("photo_id", "embedding", "size", "sharpness"))
     photo_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     matrix = _matrix([row[1] for row in rows])
-    norms = np.einsum("ij,ij->i", matrix, matrix)
-    _cache_store(key, (version, photo_ids, matrix, norms))
-    return photo_ids, matrix, norms
+    faces = EventFaces(
+        photo_ids=photo_ids,
+        matrix=matrix,
+        norms=np.einsum("ij,ij->i", matrix, matrix),
+        sizes=np.fromiter((-1 if row[2] is None else row[2] for row in rows), dtype=np.int64, count=len(rows)),
+        sharpness=np.fromiter((-1.0 if row[3] is None else row[3] for row in rows), dtype=np.float64, count=len(rows)),
+    )
+    _cache_store(key, (version, faces.photo_ids, faces.matrix, faces.norms, faces.sizes, faces.sharpness))
+    return faces
+
+
+def _event_index(event_id: int, engine: str) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float32]]:
+    """(photo id per face, faces x dims matrix, squared norm per face), cached per process."""
+    faces = event_faces(event_id, engine)
+    return faces.photo_ids, faces.matrix, faces.norms
 
 
 def _best_per_key(keys: NDArray[np.int64], distances: NDArray[np.floating], tolerance: float) -> dict[int, float]:
@@ -138,3 +164,93 @@ def selfies_near(*, photo: Photo, engine: str, tolerance: float | None = None) -
     # faces x selfies distances, then the best face for each selfie.
     distances = np.linalg.norm(faces[:, None, :] - selfie_matrix[None, :, :], axis=2).min(axis=0)
     return _best_per_key(selfie_ids, distances, tolerance)
+
+
+# --- Event-level decisions (matching.rules) on the stored embeddings ------------------
+
+# Candidate faces are picked with float32 distances, then decided by matching.rules
+# in float64: this margin keeps a face at the edge of a threshold among the candidates.
+_SLACK = 1e-3
+
+
+@dataclass(frozen=True)
+class EventSelfies:
+    """An event's enrolled selfies, oldest first, with the identity each belongs to."""
+
+    ids: NDArray[np.int64]
+    matrix: NDArray[np.float32]
+    identity: NDArray[np.int64]  # per selfie: the position of its identity's oldest selfie
+
+    def label_of(self, selfie_id: int) -> int:
+        return int(self.identity[np.searchsorted(self.ids, selfie_id)])
+
+    def members(self, label: int) -> list[int]:
+        return self.ids[self.identity == label].tolist()
+
+
+def event_selfies(event_id: int, engine: str, chosen: rules.Rules) -> EventSelfies:
+    rows = list(
+        Selfie.objects.filter(event_id=event_id)
+        .embedded(engine=engine)
+        .order_by("id")
+        .values_list("id", "embedding", "attendee_id")
+    )
+    matrix = _matrix([row[1] for row in rows])
+    return EventSelfies(
+        ids=np.array([row[0] for row in rows], dtype=np.int64),
+        matrix=matrix,
+        # One attendee's selfies are one identity, as are selfies of one face taken twice.
+        identity=rules.identities(matrix, merge_distance=chosen.merge_distance, same_person=[row[2] for row in rows]),
+    )
+
+
+def _face_distances(faces: EventFaces, probes: NDArray[np.floating]) -> NDArray[np.float32]:
+    """faces x probes distances, by the same expansion as photos_near."""
+    probes = np.asarray(probes, dtype=np.float32)
+    squared = faces.norms[:, None] - 2 * (faces.matrix @ probes.T) + np.einsum("ij,ij->i", probes, probes)[None, :]
+    return np.sqrt(np.maximum(squared, 0, out=squared), out=squared)
+
+
+def identity_photos(*, faces: EventFaces, selfies: EventSelfies, label: int, chosen: rules.Rules) -> dict[int, float]:
+    """Photo id -> distance for one identity: what matching.rules decides on the whole
+    event, computed on the few faces that can concern it.
+
+    Only faces within tolerance of the identity can be its own; expansion reaches
+    faces within expansion_tolerance of a probe, itself within probe_distance, so
+    (triangle inequality) never beyond their sum. Those candidates are then decided
+    against every selfie of the event.
+    """
+    if not len(faces.photo_ids):
+        return {}
+    near = _face_distances(faces, selfies.matrix[selfies.identity == label]).min(axis=1)
+    candidates = near <= chosen.tolerance + _SLACK
+    if chosen.expansion:
+        probe_like = np.nonzero(near <= chosen.probe_distance + _SLACK)[0]
+        reach = chosen.probe_distance + chosen.expansion_tolerance + _SLACK
+        far = np.nonzero(~candidates & (near <= reach))[0]
+        if len(probe_like) and len(far):
+            close = rules.distances(faces.matrix[far], faces.matrix[probe_like]).min(axis=1)
+            candidates[far[close <= chosen.expansion_tolerance + _SLACK]] = True
+    subset = np.nonzero(candidates)[0]
+    decision = rules.decide(
+        faces=faces.matrix[subset],
+        face_photos=faces.photo_ids[subset],
+        selfies=selfies.matrix,
+        selfie_identity=selfies.identity,
+        rules=chosen,
+        face_low_quality=faces.low_quality(chosen)[subset],
+    )
+    return decision.photos(label, faces.photo_ids[subset])
+
+
+def photo_owners(*, photo_id: int, engine: str, selfies: EventSelfies, chosen: rules.Rules) -> set[int]:
+    """Identities that may own a face of this photo: each face's nearest, if close enough to matter."""
+    faces = _matrix(
+        list(Face.objects.filter(photo_id=photo_id).embedded(engine=engine).values_list("embedding", flat=True))
+    )
+    if not len(faces) or not len(selfies.ids):
+        return set()
+    nearest, distance = rules.nearest_identity(rules.distances(faces, selfies.matrix), selfies.identity)
+    # An expanded face lies within probe_distance + expansion_tolerance of its identity.
+    reach = max(chosen.tolerance, chosen.probe_distance + chosen.expansion_tolerance if chosen.expansion else 0)
+    return {int(label) for label, d in zip(nearest, distance, strict=True) if d <= reach + _SLACK}

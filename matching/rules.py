@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 # distance (matrix product vs. difference norm) never break a tie differently.
 DECIMALS = 6
 # Cumulative: each strategy adds one rule to the one before.
+_BLOCK = 1024
 STRATEGIES = ("single", "one-per-face", "expansion", "quality-gate")
 
 
@@ -104,9 +105,12 @@ def identities(
             parent[max(a, b)] = min(a, b)  # the oldest selfie names the identity
 
     if merge_distance > 0 and count > 1:
-        close = distances(selfies, selfies) < merge_distance
-        for i, j in zip(*np.nonzero(np.triu(close, 1)), strict=True):
-            union(int(i), int(j))
+        # In blocks of rows: memory stays bounded at thousands of selfies.
+        for start in range(0, count, _BLOCK):
+            close = distances(selfies[start : start + _BLOCK], selfies) < merge_distance
+            for i, j in zip(*np.nonzero(close), strict=True):
+                if start + i < j:
+                    union(int(start + i), int(j))
     if same_person is not None:
         first: dict[object, int] = {}
         for i, key in enumerate(same_person):
@@ -116,10 +120,14 @@ def identities(
 
 
 def low_quality(sizes: NDArray[np.integer], sharpness: NDArray[np.floating], rules: Rules) -> NDArray[np.bool_]:
-    """Faces too small or too blurred to be trusted at the normal tolerance."""
+    """Faces too small or too blurred to be trusted at the normal tolerance.
+
+    A negative value means "not measured" (faces indexed before quality was
+    recorded): such faces count as good, as they always did.
+    """
     sizes = np.asarray(sizes)
     sharpness = np.asarray(sharpness, dtype=np.float64)
-    return (sizes < rules.min_face_size) | (sharpness < rules.min_sharpness)
+    return ((sizes >= 0) & (sizes < rules.min_face_size)) | ((sharpness >= 0) & (sharpness < rules.min_sharpness))
 
 
 @dataclass(frozen=True)

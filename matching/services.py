@@ -14,6 +14,14 @@ commits second sees the other's row, so no pair is missed; and each job, when it
 replaces its old matches, deletes only those older than its own search, never a
 match the other job recorded meanwhile. Both times, a match's creation and the
 start of a search, come from the database's clock: workers' clocks may drift.
+
+With an embedding engine (dlib) matching is an event-level decision
+(matching.rules: one person per face, identities, quality gate, query expansion):
+each job, once its faces or its selfie's embedding are committed, decides again
+the identities its change concerns and replaces their matches, under a lock on
+the event (`_event_lock`), so decisions never interleave: the later one sees the
+earlier one's rows, and a take-over is never undone by a stale decision. Hosted
+engines (Rekognition) keep the search-and-replace above.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from gallery import jobs
 from gallery.images import ImageProblem, fitted, jpeg_file, load_rgb
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
-from matching import index
+from matching import index, quality, rules
 from matching.engines import get_engine
 from matching.engines.base import EmbeddingEngine, FaceEngine, FaceGone, FoundFace, HostedEngine, PhotoFaces
 
@@ -132,14 +140,15 @@ def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result:
             return False
         replaced = list(photo.faces.remote().values_list("engine", "external_id"))
         photo.faces.all().delete()
-        Face.objects.bulk_create(_face_row(photo=photo, engine=engine, face=face) for face in found)
+        Face.objects.bulk_create(_face_row(photo=photo, image=image, engine=engine, face=face) for face in found)
     # Remote faces of the old index that this run did not keep again go too.
     kept = {face.external_id for face in found}
     jobs.enqueue_forget(photo.event_id, [(name, face_id) for name, face_id in replaced if face_id not in kept])
     return True
 
 
-def _face_row(*, photo: Photo, engine: str, face: FoundFace) -> Face:
+def _face_row(*, photo: Photo, image: Image.Image, engine: str, face: FoundFace) -> Face:
+    box = {"left": face.left, "top": face.top, "width": face.width, "height": face.height}
     return Face(
         photo=photo,
         left=face.left,
@@ -149,6 +158,8 @@ def _face_row(*, photo: Photo, engine: str, face: FoundFace) -> Face:
         embedding=face.embedding.tobytes() if face.embedding is not None else b"",
         engine=engine,
         external_id=face.external_id,
+        size=quality.face_size(face.width, face.height),
+        sharpness=quality.face_sharpness(image, **box),
     )
 
 
@@ -201,8 +212,13 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:
 
 def photo_match(*, photo: Photo) -> int:
     """Re-matching: record this photo for every enrolled selfie of its event that it shows."""
+    engine = get_engine()
+    if not isinstance(engine, HostedEngine):
+        with transaction.atomic():
+            event = _event_lock(photo.event_id)
+            return 0 if event is None else event_decide(event=event, engine=engine.name, photo_id=photo.pk)
     searched_at = _database_now()
-    found = selfies_near_photo(engine=get_engine(), photo=photo)
+    found = selfies_near_photo(engine=engine, photo=photo)
     _matches_replace(
         previous=Match.objects.filter(photo=photo),
         searched_at=searched_at,
@@ -241,6 +257,99 @@ def _database_now() -> datetime:
     return value
 
 
+# --- The event-level decision (embedding engines) --------------------------------
+
+
+def event_rules(event: Event) -> rules.Rules:
+    """The matching rules of an event: its own tolerance, else the server's settings."""
+    return rules.Rules(
+        tolerance=settings.FACE_TOLERANCE if event.face_tolerance is None else event.face_tolerance,
+        merge_distance=settings.FACE_MERGE_DISTANCE,
+        min_face_size=settings.FACE_MIN_QUALITY_SIZE,
+        min_sharpness=settings.FACE_MIN_SHARPNESS,
+        low_quality_tolerance=settings.FACE_LOW_QUALITY_TOLERANCE,
+        probe_distance=settings.FACE_PROBE_DISTANCE,
+        expansion_tolerance=settings.FACE_EXPANSION_TOLERANCE,
+    )
+
+
+def _event_lock(event_id: int) -> Event | None:
+    """Serialise the event's decisions: call inside transaction.atomic().
+
+    A decision reads every selfie and face of the event and rewrites the matches
+    of the identities it concerns; two at once could each miss the other's rows
+    (a take-over undone by a photo job that searched before the new selfie
+    committed). PostgreSQL: a row lock on the event. SQLite: transactions are
+    IMMEDIATE, so writers are serialised already (select_for_update is a no-op).
+    """
+    return Event.objects.select_for_update().filter(pk=event_id).first()
+
+
+def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, photo_id: int | None = None) -> int:
+    """Apply matching.rules after a selfie was enrolled or a photo indexed; record the matches.
+
+    Call inside the event lock. Decides again every identity the change can
+    concern: the selfie's identity (and those it may have taken faces from), or
+    the identities nearest the photo's faces (and those that had the photo). Each
+    one's matches are replaced as a whole, so an attendee who lost a face to a
+    nearer selfie loses that photo. Returns how many matches those identities have.
+    """
+    chosen = event_rules(event)
+    selfies = index.event_selfies(event.pk, engine, chosen)
+    if not len(selfies.ids):
+        return 0
+    faces = index.event_faces(event.pk, engine)
+    enrolled = set(selfies.ids.tolist())
+    if selfie_id is not None:
+        first = [selfies.label_of(selfie_id)] if selfie_id in enrolled else []
+    else:
+        owners = index.photo_owners(photo_id=photo_id, engine=engine, selfies=selfies, chosen=chosen)
+        had = Match.objects.filter(photo_id=photo_id, selfie_id__in=enrolled).values_list("selfie_id", flat=True)
+        first = sorted(owners | {selfies.label_of(s) for s in had})
+    recorded = 0
+    decided = set(first)
+    for label in first:
+        photos = index.identity_photos(faces=faces, selfies=selfies, label=label, chosen=chosen)
+        members = selfies.members(label)
+        recorded += _identity_record(members=members, photos=photos)
+        if selfie_id is None:
+            continue
+        # Whoever else had one of these photos may have lost a face to this identity:
+        # decided again. One level is enough: losing a face changes nobody else's.
+        others = Match.objects.filter(photo_id__in=list(photos)).exclude(selfie_id__in=members)
+        for loser in sorted({selfies.label_of(s) for s in others.values_list("selfie_id", flat=True) if s in enrolled}):
+            if loser not in decided:
+                decided.add(loser)
+                lost = index.identity_photos(faces=faces, selfies=selfies, label=loser, chosen=chosen)
+                _identity_record(members=selfies.members(loser), photos=lost)
+    return recorded
+
+
+def _identity_record(*, members: list[int], photos: dict[int, float]) -> int:
+    """The identity's selfies show exactly these photos: others removed, these added or updated."""
+    Match.objects.filter(selfie_id__in=members).exclude(photo_id__in=list(photos)).delete()
+    matches = [Match(selfie_id=s, photo_id=p, distance=d) for s in members for p, d in photos.items()]
+    Match.objects.bulk_create(
+        matches, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
+    )
+    return len(matches)
+
+
+def _selfie_decide(*, selfie: Selfie, engine: str) -> str:
+    """The enrolled selfie's event-level decision, recorded with its final state in one transaction."""
+    with transaction.atomic():
+        event = _event_lock(selfie.event_id)
+        done = (
+            Selfie.objects.claimed()
+            .filter(pk=selfie.pk)
+            .update(match_state=Selfie.State.DONE, matched_at=timezone.now(), claimed_at=None)
+        )
+        if event is None or not done:
+            return "superseded"
+        event_decide(event=event, engine=engine, selfie_id=selfie.pk)
+    return "done"
+
+
 # --- Selfies ------------------------------------------------------------------
 
 
@@ -254,6 +363,8 @@ def selfie_match(*, selfie_id: int) -> str:
         enrolled = selfie.engine == engine.name and bool(selfie.embedding or selfie.external_id)
         if not enrolled and not _selfie_enroll(engine=engine, selfie=selfie):
             return "superseded"
+        if not isinstance(engine, HostedEngine):
+            return _selfie_decide(selfie=selfie, engine=engine.name)
         searched_at = _database_now()
         try:
             found = photos_near_selfie(engine=engine, selfie=selfie)

@@ -66,7 +66,7 @@ def test_a_failed_rematch_keeps_the_faces_and_rematch_repairs_it(event, pending_
     def unavailable(**kwargs):
         raise ConnectionError("engine unavailable")
 
-    monkeypatch.setattr(matching_services, "selfies_near_photo", unavailable)
+    monkeypatch.setattr(matching_services, "event_decide", unavailable)
     assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed-unmatched"
     assert Photo.objects.get().index_state == Photo.State.INDEXED and not selfie.matches.exists()
     monkeypatch.undo()
@@ -245,21 +245,23 @@ def test_waiting_counts_the_real_broker_queue(transactional_db, settings):
         broker.purge_queue()
 
 
-def test_a_match_recorded_by_a_photo_job_during_a_selfie_search_survives(event, pending_photo, monkeypatch):
+def test_a_photo_indexed_while_a_selfie_is_enrolled_is_matched(event, pending_photo, monkeypatch):
     from tests.conftest import upload
 
     selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
-    search = matching_services.photos_near_selfie
+    decide = matching_services.event_decide
 
-    def slow_search(**kwargs):
-        result = search(**kwargs)  # sees no indexed photo yet
-        # Meanwhile a worker indexes the photo; the selfie's embedding is committed, so it matches.
-        assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
-        assert selfie.matches.count() == 1
-        return result
+    def photo_first(**kwargs):
+        # Between the selfie's enrollment (committed) and its decision, a worker indexes
+        # the photo: the photo job sees the enrolled selfie and records the pair...
+        if kwargs.get("selfie_id") is not None:
+            assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
+            assert selfie.matches.count() == 1
+        return decide(**kwargs)
 
-    monkeypatch.setattr(matching_services, "photos_near_selfie", slow_search)
+    monkeypatch.setattr(matching_services, "event_decide", photo_first)
     assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
+    # ...and the selfie's own decision, which then sees the photo, keeps it.
     assert list(selfie.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
 
 

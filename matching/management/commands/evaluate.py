@@ -18,7 +18,7 @@ import json
 import statistics
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test.utils import override_settings
 
 from gallery import services as gallery_services
-from gallery.images import ImageProblem, load_rgb
+from gallery.images import ImageProblem
 from gallery.models import Event, Face, Match, Photo, Selfie
-from matching import quality, rules
+from matching import rules
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -217,15 +217,14 @@ class Command(BaseCommand):
                 dump,
                 truth=np.array(sorted(truth), dtype=object),
                 photo_people=np.array([json.dumps({k: sorted(v) for k, v in photo_person.items()})]),
+                selfie_people=np.array([selfie_person[int(s)] for s in arrays["selfie_ids"]]),
+                photo_names=np.array([json.dumps(dict(event.photos.values_list("id", "original_name")))]),
                 **arrays,
             )
         for name in rules.STRATEGIES:
             rows = []
             for tolerance in tolerances:
-                chosen = configured.strategy(name)
-                from dataclasses import replace
-
-                chosen = replace(chosen, tolerance=tolerance)
+                chosen = replace(configured.strategy(name), tolerance=tolerance)
                 per_selfie = rules.selfie_photos(
                     faces=arrays["faces"],
                     face_photos=arrays["face_photos"],
@@ -276,29 +275,18 @@ def _arrays(event: Event, selfie_person: dict[int, str]) -> dict[str, np.ndarray
         Face.objects.filter(photo__event=event)
         .exclude(embedding=b"")
         .order_by("photo_id", "id")
-        .values("photo_id", "embedding", "left", "top", "width", "height")
+        .values_list("photo_id", "embedding", "size", "sharpness")
     )
     selfies = list(
         Selfie.objects.filter(pk__in=selfie_person).exclude(embedding=b"").order_by("id").values_list("id", "embedding")
     )
     if not selfies:
         return None
-    sizes, sharpness = [], []
-    images: dict[int, object] = {}
-    for face in faces:
-        photo_id = face["photo_id"]
-        if photo_id not in images:
-            images.clear()  # one decoded photo at a time
-            with Photo.objects.get(pk=photo_id).original.open("rb") as handle:
-                images[photo_id] = load_rgb(handle)
-        box = {k: face[k] for k in ("left", "top", "width", "height")}
-        sizes.append(quality.face_size(box["width"], box["height"]))
-        sharpness.append(quality.face_sharpness(images[photo_id], **box))
     return {
-        "faces": np.array([np.frombuffer(f["embedding"], dtype=np.float32) for f in faces]).reshape(len(faces), -1),
-        "face_photos": np.array([f["photo_id"] for f in faces], dtype=np.int64),
-        "sizes": np.array(sizes, dtype=np.int64),
-        "sharpness": np.array(sharpness),
+        "faces": np.array([np.frombuffer(f[1], dtype=np.float32) for f in faces]).reshape(len(faces), -1),
+        "face_photos": np.array([f[0] for f in faces], dtype=np.int64),
+        "sizes": np.array([-1 if f[2] is None else f[2] for f in faces], dtype=np.int64),
+        "sharpness": np.array([-1.0 if f[3] is None else f[3] for f in faces]),
         "selfie_ids": np.array([s[0] for s in selfies], dtype=np.int64),
         "selfies": np.array([np.frombuffer(s[1], dtype=np.float32) for s in selfies]),
     }
