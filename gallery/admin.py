@@ -146,6 +146,12 @@ class EventAdmin(OrganizerAdmin):
             self.message_user(
                 request, gettext("%(user)s now manages this event.") % {"user": form.cleaned_data["add_owner"]}
             )
+        if change and "face_tolerance" in form.changed_data:
+            # Every selfie is decided again under the new tolerance (queued after commit).
+            count = services.event_rematch(event=obj)
+            self.message_user(
+                request, gettext("Tolerance changed: %(count)d selfies queued for matching again.") % {"count": count}
+            )
 
     @admin.display(description=_("Photos"), ordering="n_photos")
     def photo_total(self, obj: Event) -> int:
@@ -396,11 +402,10 @@ class HasFacesFilter(admin.SimpleListFilter):
 
 
 def _face_label(face: Face) -> str:
-    """The face's quality where measured (the quality fields may not exist on older schemas)."""
-    low = getattr(face, "is_low_quality", None)
-    if low is None or (getattr(face, "size", None) is None and getattr(face, "sharpness", None) is None):
+    """The face's quality where measured: a low-quality face matches only at a stricter tolerance."""
+    if face.size is None and face.sharpness is None:
         return ""
-    return gettext("low quality") if low() else gettext("good")
+    return gettext("low quality") if face.is_low_quality() else gettext("good")
 
 
 @admin.register(Photo)
@@ -584,11 +589,26 @@ class MatchAdmin(OrganizerAdmin):
 @admin.register(Face)
 class FaceAdmin(OrganizerAdmin):
     event_path = "photo__event"
-    list_display = ["id", "photo", "engine", "left", "top", "width", "height"]
+    list_display = ["id", "photo", "engine", "width", "height", "size", "sharpness", "quality"]
     list_filter = ["engine"]
     list_select_related = ["photo"]
-    readonly_fields = ["photo", "engine", "left", "top", "width", "height", "external_id"]
+    readonly_fields = [
+        "photo",
+        "engine",
+        "left",
+        "top",
+        "width",
+        "height",
+        "size",
+        "sharpness",
+        "quality",
+        "external_id",
+    ]
     exclude = ["embedding"]
+
+    @admin.display(description=_("Quality"))
+    def quality(self, obj: Face) -> str:
+        return _face_label(obj) or gettext("not measured")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

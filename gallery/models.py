@@ -276,6 +276,12 @@ class Face(models.Model):
     def __str__(self) -> str:
         return f"Face {self.pk} in {self.photo_id}"
 
+    def is_low_quality(self) -> bool:
+        """Too small or too blurred for the normal tolerance (matching.rules.low_quality)."""
+        return (self.size is not None and self.size < settings.FACE_MIN_QUALITY_SIZE) or (
+            self.sharpness is not None and self.sharpness < settings.FACE_MIN_SHARPNESS
+        )
+
 
 class AttendeeQuerySet(models.QuerySet):
     def by_token(self, *, event: Event, token: str) -> AttendeeQuerySet:
