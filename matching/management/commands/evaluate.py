@@ -15,6 +15,7 @@ each strategy decides on the stored embeddings at each tolerance.
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 import uuid
@@ -29,7 +30,7 @@ from django.test.utils import override_settings
 from gallery import services as gallery_services
 from gallery.images import ImageProblem
 from gallery.models import Event, Face, Match, Photo, Selfie
-from matching import rules
+from matching import rules, services
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -141,13 +142,20 @@ class Command(BaseCommand):
             min_face_size=options["min_face_size"],
         )
         slug = f"evaluate-{uuid.uuid4().hex[:10]}"
+        # One log line per job would bury the table.
+        jobs_logger = logging.getLogger("trouvaille.jobs")
+        level = jobs_logger.level
+        jobs_logger.setLevel(max(level, logging.WARNING))
         # Jobs run inline here: the measure must not depend on (or disturb) a cluster.
-        with override_settings(JOBS_SYNC=True):
-            event = gallery_services.event_create(name=f"evaluate {folder.name}", slug=slug)
-            try:
-                result = self._evaluate(event, labelled, tolerances, configured, options.get("dump"))
-            finally:
-                event.delete()
+        try:
+            with override_settings(JOBS_SYNC=True):
+                event = gallery_services.event_create(name=f"evaluate {folder.name}", slug=slug)
+                try:
+                    result = self._evaluate(event, labelled, tolerances, configured, options.get("dump"))
+                finally:
+                    event.delete()
+        finally:
+            jobs_logger.setLevel(level)
         result["folder"] = str(folder)
         if as_json:
             self.stdout.write(json.dumps(result, indent=2))
@@ -163,6 +171,9 @@ class Command(BaseCommand):
             with path.open("rb") as handle:
                 summary = gallery_services.photo_import(event=event, name=path.name, fileobj=handle)
             if summary.created:
+                # Indexed here, whether or not the queued job already ran inline (then
+                # this finds nothing to claim): the measure never waits on a cluster.
+                services.photo_index(photo_id=summary.created[0])
                 photo_person[summary.created[0]] = people
             elif summary.rejected:
                 self.stderr.write(f"{path}: {summary.rejected[0][1]}")
@@ -183,6 +194,7 @@ class Command(BaseCommand):
                 except ImageProblem as exc:
                     self.stderr.write(f"{path}: {exc}")
                     continue
+            services.selfie_match(selfie_id=selfie.pk)
             selfie_seconds.append(time.monotonic() - began)
             selfie.refresh_from_db()
             if selfie.match_state != Selfie.State.DONE:
