@@ -312,17 +312,18 @@ def test_a_match_recorded_during_a_search_survives_a_worker_clock_ahead(event, p
 
     clock = WorkerClock(monkeypatch)
     selfie = services.selfie_create(event=event, upload=upload("me.jpg", jpeg_bytes()), consent=True)
-    search = matching_services.photos_near_selfie
+    decide = matching_services.event_decide
 
-    def slow_search(**kwargs):
-        result = search(**kwargs)  # sees no indexed photo yet
-        # Meanwhile a worker whose clock is right indexes the photo and matches the selfie.
-        clock.skew = timedelta(0)
-        assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
-        clock.skew = timedelta(hours=1)
-        return result
+    def photo_first(**kwargs):
+        if kwargs.get("selfie_id") is not None:
+            # Meanwhile a worker whose clock is right indexes the photo and matches the selfie.
+            clock.skew = timedelta(0)
+            assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
+            clock.skew = timedelta(hours=1)
+        return decide(**kwargs)
 
-    monkeypatch.setattr(matching_services, "photos_near_selfie", slow_search)
+    # Embedding engines decide under the event's lock: no clock is compared at all.
+    monkeypatch.setattr(matching_services, "event_decide", photo_first)
     clock.skew = timedelta(hours=1)  # the selfie's worker runs an hour ahead
     assert matching_services.selfie_match(selfie_id=selfie.pk) == "done"
     assert list(selfie.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
@@ -362,3 +363,31 @@ def _image_of(color: tuple[int, int, int]):
     from PIL import Image
 
     return Image.open(io.BytesIO(jpeg_bytes(color))).convert("RGB")
+
+
+def test_a_photo_indexed_during_a_take_over_goes_to_the_nearer_selfie_only(event, pending_photo, monkeypatch):
+    from tests.conftest import upload
+
+    # The fake engine's embedding is the image's colour: the photo is (200, 60, 60).
+    far = services.selfie_create(event=event, upload=upload("a.jpg", jpeg_bytes((130, 60, 60))), consent=True)
+    assert matching_services.selfie_match(selfie_id=far.pk) == "done"
+    near = services.selfie_create(event=event, upload=upload("b.jpg", jpeg_bytes((190, 60, 60))), consent=True)
+    decide = matching_services.event_decide
+
+    def photo_meanwhile(**kwargs):
+        if kwargs.get("selfie_id") == near.pk:
+            # The photo job decides between the new selfie's enrollment and its decision:
+            # it already sees the nearer selfie, so the farther one never gets the photo.
+            assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
+            assert list(near.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
+            assert not far.matches.exists()
+        return decide(**kwargs)
+
+    monkeypatch.setattr(matching_services, "event_decide", photo_meanwhile)
+    assert matching_services.selfie_match(selfie_id=near.pk) == "done"
+    assert list(near.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
+    assert not far.matches.exists()
+    # Without the nearer selfie the farther one would have had it: the rule decided, not the tolerance.
+    Selfie.objects.filter(pk=near.pk).delete()
+    matching_services.photo_match(photo=Photo.objects.get(pk=pending_photo.pk))
+    assert list(far.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
