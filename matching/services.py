@@ -304,8 +304,8 @@ def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, pho
         first = [selfies.label_of(selfie_id)] if selfie_id in enrolled else []
     else:
         owners = index.photo_owners(photo_id=photo_id, engine=engine, selfies=selfies, chosen=chosen)
-        had = Match.objects.filter(photo_id=photo_id, selfie_id__in=enrolled).values_list("selfie_id", flat=True)
-        first = sorted(owners | {selfies.label_of(s) for s in had})
+        had = Match.objects.filter(photo_id=photo_id).values_list("selfie_id", flat=True)
+        first = sorted(owners | {selfies.label_of(s) for s in had if s in enrolled})
     recorded = 0
     decided = set(first)
     for label in first:
