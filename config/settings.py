@@ -298,8 +298,9 @@ FACE_DETECT_UPSAMPLE = env_int("FACE_DETECT_UPSAMPLE", 1)
 FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", math.ceil(80 / 2**FACE_DETECT_UPSAMPLE / FACE_MIN_SIZE_RATIO))
 FACE_MODEL = env("FACE_MODEL", "hog")
 # Each job worker keeps recently searched events' face matrices in memory, up to this
-# many bytes (524 bytes a face: 512 of embedding, 8 of photo id, 4 of squared norm), so
-# the default holds one event of ~1,000,000 faces or many smaller ones. 0 disables it.
+# many bytes (532 bytes a face: 512 of embedding, 8 of photo id, 4 each of squared norm,
+# face size and sharpness), so the default holds one event of ~1,000,000 faces or many
+# smaller ones. 0 disables it.
 FACE_CACHE_MAX_BYTES = env_int("FACE_CACHE_MAX_BYTES", 512 * 1024 * 1024)
 if FACE_CACHE_MAX_BYTES < 0:
     raise ImproperlyConfigured("FACE_CACHE_MAX_BYTES must be 0 or more")

@@ -82,7 +82,7 @@ def _event_with_faces(name: str, faces: int) -> tuple[int, np.ndarray]:
 
 
 def test_the_cache_is_bounded_by_bytes_least_recently_searched_first(settings):
-    per_face = 128 * 4 + 8 + 4  # embedding, photo id, squared norm
+    per_face = 128 * 4 + 8 + 4 + 4 + 4  # embedding, photo id, squared norm, face size and sharpness
     small = [_event_with_faces(f"small{n}", 10) for n in range(3)]
     big_id, big_probe = _event_with_faces("big", 40)
     settings.FACE_CACHE_MAX_BYTES = 25 * per_face  # two small events, never the big one
