@@ -342,7 +342,7 @@ def _selfie_decide(*, selfie: Selfie, engine: str) -> str:
         done = (
             Selfie.objects.claimed()
             .filter(pk=selfie.pk)
-            .update(match_state=Selfie.State.DONE, matched_at=timezone.now(), claimed_at=None)
+            .update(match_state=Selfie.State.DONE, matched_at=Now(), claimed_at=None)
         )
         if event is None or not done:
             return "superseded"
