@@ -18,7 +18,8 @@ from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
+from django.utils.functional import Promise
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
@@ -42,6 +43,16 @@ def _count(rows: QuerySet) -> Coalesce:
     """COUNT(*) of an event's rows, as a correlated subquery."""
     per_event = rows.filter(event=OuterRef("pk")).order_by().values("event")
     return Coalesce(Subquery(per_event.annotate(n=Count("pk")).values("n")), 0)
+
+
+def _count_column(annotation: str, description: str | Promise) -> Callable[[admin.ModelAdmin, Event], int]:
+    """A changelist column showing one of the counts get_queryset annotates, sortable by it."""
+
+    @admin.display(description=description, ordering=annotation)
+    def column(self: admin.ModelAdmin, obj: Event) -> int:
+        return getattr(obj, annotation)
+
+    return column
 
 
 class OrganizerAdmin(admin.ModelAdmin):
@@ -74,6 +85,15 @@ class OrganizerAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
         return super().has_delete_permission(request, obj) and self._manages(request, obj)
+
+    def _page(self, name: str, route: str, func: Callable[..., HttpResponse]) -> URLPattern:
+        """One of this model's own pages, behind the admin login, named like the admin's (gallery_<model>_<name>)."""
+        return path(route, self.admin_site.admin_view(func), name=f"gallery_{self.opts.model_name}_{name}")
+
+    def _check_may_change(self, request: HttpRequest) -> None:
+        """403 unless this user may change rows of this model at all; which row is theirs is checked after."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
 
 
 class EventForm(forms.ModelForm):
@@ -153,21 +173,10 @@ class EventAdmin(OrganizerAdmin):
                 request, gettext("Tolerance changed: %(count)d selfies queued for matching again.") % {"count": count}
             )
 
-    @admin.display(description=_("Photos"), ordering="n_photos")
-    def photo_total(self, obj: Event) -> int:
-        return obj.n_photos
-
-    @admin.display(description=_("Indexed"), ordering="n_indexed")
-    def photo_indexed(self, obj: Event) -> int:
-        return obj.n_indexed
-
-    @admin.display(description=_("Failed"), ordering="n_failed")
-    def photo_failed(self, obj: Event) -> int:
-        return obj.n_failed
-
-    @admin.display(description=_("Selfies"), ordering="n_selfies")
-    def selfie_total(self, obj: Event) -> int:
-        return obj.n_selfies
+    photo_total = _count_column("n_photos", _("Photos"))
+    photo_indexed = _count_column("n_indexed", _("Indexed"))
+    photo_failed = _count_column("n_failed", _("Failed"))
+    selfie_total = _count_column("n_selfies", _("Selfies"))
 
     @admin.display(description=_("Owners"))
     def owner_list(self, obj: Event) -> str:
@@ -223,8 +232,8 @@ class EventAdmin(OrganizerAdmin):
         )
 
     def get_urls(self):
-        def view(name: str, route: str, func) -> object:
-            return path(f"<int:event_id>/{route}", self.admin_site.admin_view(func), name=f"gallery_event_{name}")
+        def view(name: str, route: str, func: Callable[..., HttpResponse]) -> URLPattern:
+            return self._page(name, f"<int:event_id>/{route}", func)
 
         return [
             view("upload", "upload/", self.upload_view),
@@ -242,8 +251,7 @@ class EventAdmin(OrganizerAdmin):
 
     def _event_for_change(self, request: HttpRequest, event_id: int) -> Event:
         """The event, if this user may change it: 403 without the permission, 404 if it is not theirs."""
-        if not super().has_change_permission(request):
-            raise PermissionDenied
+        self._check_may_change(request)
         return access.event_for_organizer(request, event_id)
 
     def upload_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
@@ -676,9 +684,7 @@ class UploadAdmin(OrganizerAdmin):
         return format_html_join(mark_safe("<br>"), "{}: {}", obj.rejections) or "—"
 
     def get_urls(self):
-        def view(name: str, route: str, func) -> object:
-            return path(route, self.admin_site.admin_view(func), name=f"gallery_upload_{name}")
-
+        view = self._page
         return [
             view("status", "<int:upload_id>/status.json", self.status_view),
             view("chunk", "<int:upload_id>/chunk/<int:index>/", self.chunk_view),
@@ -688,8 +694,7 @@ class UploadAdmin(OrganizerAdmin):
 
     def _upload(self, request: HttpRequest, upload_id: int) -> Upload:
         """An upload of an event this user may change: 403 without the permission, 404 if not theirs."""
-        if not super().has_change_permission(request):
-            raise PermissionDenied
+        self._check_may_change(request)
         return get_object_or_404(self.get_queryset(request), pk=upload_id)
 
     def status_view(self, request: HttpRequest, upload_id: int) -> HttpResponse:
