@@ -532,3 +532,14 @@ def test_purge_now_asks_first_and_only_the_owner_may(world):
     response = bob.post(url, follow=True)
     assert "Deleted 1 attendees, 1 selfies and 1 matches." in response.content.decode()
     assert _attendee_data(event) == (0, 0, 0) and event.photos.count() == 1
+
+
+def test_migrate_keeps_the_organizers_group_complete(db):
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.get(name=services.ORGANIZERS_GROUP)  # made by the test database's migrate
+    group.permissions.clear()  # as after an upgrade that added a model
+    call_command("migrate", verbosity=0)
+    codenames = set(group.permissions.values_list("codename", flat=True))
+    assert {"view_event", "change_event", "view_upload", "delete_selfie"} <= codenames
+    assert "add_photo" not in codenames and "view_user" not in codenames
