@@ -161,6 +161,13 @@ class EventAdmin(OrganizerAdmin):
         super().save_model(request, obj, form, change)
         if not change and not request.user.is_superuser:
             services.event_owner_add(event=obj, user=request.user)  # whoever creates an event manages it
+        watermark = {"watermark_text", "watermark_position", "watermark_opacity"}
+        if change and watermark & set(form.changed_data):
+            count = services.event_copies_remake(event=obj)
+            self.message_user(
+                request,
+                gettext("Watermark changed: %(count)s photos are being copied again with it.") % {"count": count},
+            )
         if form.cleaned_data.get("add_owner"):
             services.event_owner_add(event=obj, user=form.cleaned_data["add_owner"])
             self.message_user(

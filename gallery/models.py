@@ -97,6 +97,29 @@ class Event(models.Model):
             "after the event's date."
         ),
     )
+
+    class WatermarkPosition(models.TextChoices):
+        BOTTOM_RIGHT = "bottom-right", _("Bottom right")
+        BOTTOM_LEFT = "bottom-left", _("Bottom left")
+        TOP_RIGHT = "top-right", _("Top right")
+        TOP_LEFT = "top-left", _("Top left")
+        CENTER = "center", _("Centre")
+
+    watermark_text = models.CharField(
+        _("watermark"),
+        max_length=100,
+        blank=True,
+        help_text=_("Text drawn on the photos attendees view and download (never on your originals). Empty: none."),
+    )
+    watermark_position = models.CharField(
+        _("watermark position"),
+        max_length=12,
+        choices=WatermarkPosition.choices,
+        default=WatermarkPosition.BOTTOM_RIGHT,
+    )
+    watermark_opacity = models.PositiveSmallIntegerField(
+        _("watermark opacity (%)"), default=60, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
     # Organizers (staff users) who manage the event in the admin; superusers manage every event.
     owners = models.ManyToManyField(
         settings.AUTH_USER_MODEL,

@@ -525,6 +525,17 @@ def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuc
     return photos_reindex(photo_ids=list(photos.values_list("id", flat=True)))
 
 
+def event_copies_remake(*, event: Event) -> int:
+    """After the watermark changed: drop the served copies and index the photos again,
+    which makes new copies with the current watermark. Returns how many photos."""
+    copies = event.photos.values_list("display", "thumbnail")
+    names = [name for pair in copies for name in pair if name]
+    with transaction.atomic():
+        event.photos.update(display="", thumbnail="")
+        jobs.enqueue_files_delete(names)
+        return event_reindex(event=event)
+
+
 def photos_reindex(*, photo_ids: list[int]) -> int:
     """Reset photos to pending and queue their index jobs. Faces are replaced, not added."""
     with transaction.atomic():

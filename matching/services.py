@@ -38,7 +38,7 @@ from django.db.models.sql import Query
 from django.utils.translation import gettext_noop
 from PIL import Image
 
-from gallery import jobs
+from gallery import branding, jobs
 from gallery.images import ImageProblem, fitted, jpeg_file, load_rgb
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
@@ -192,6 +192,8 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:
     False when the photo was deleted meanwhile (its new files are removed again).
     """
     made = [field for field in (photo.display, photo.thumbnail) if not field]
+    if made:
+        image = branding.watermarked(image, photo.event)  # the copies only: the original stays as it came
     if not photo.display:
         photo.display.save(
             f"{photo.content_hash}-display.jpg", jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE), save=False

@@ -185,6 +185,8 @@ def test_an_event_created_in_the_admin_belongs_to_its_creator(world):
             "access_code": "",
             "published": "on",
             "retention_days": "30",
+            "watermark_position": "bottom-right",
+            "watermark_opacity": "60",
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -203,6 +205,8 @@ def test_an_owner_adds_another_organizer(world):
         "access_code": "",
         "published": "on",
         "retention_days": "30",
+        "watermark_position": "bottom-right",
+        "watermark_opacity": "60",
     }
     page = alice.post(change(event), {**data, "add_owner": "nobody"}).content.decode()
     assert "No organizer with this username" in page
@@ -543,3 +547,46 @@ def test_migrate_keeps_the_organizers_group_complete(db):
     codenames = set(group.permissions.values_list("codename", flat=True))
     assert {"view_event", "change_event", "view_upload", "delete_selfie"} <= codenames
     assert "add_photo" not in codenames and "view_user" not in codenames
+
+
+# --- Watermark ------------------------------------------------------------------------------
+
+
+def test_the_watermark_is_on_the_served_copies_never_on_the_original(world, run_jobs):
+    import hashlib
+
+    from PIL import Image, ImageChops
+
+    from tests.conftest import sample
+
+    event = world["rows"]["alice"]["event"]
+    with run_jobs():
+        services.paths_import(event=event, paths=[sample("people/kit_harington/kit1.jpg")])
+    photo = event.photos.get(original_name="kit1.jpg")
+    with photo.display.open("rb") as handle:
+        plain = Image.open(handle).convert("RGB")
+
+    alice = client_for(world["alice"])
+    data = {
+        "name": event.name,
+        "slug": event.slug,
+        "date": "2026-07-01",
+        "access_code": "",
+        "published": "on",
+        "retention_days": "30",
+        "watermark_text": "© Studio Lumière",
+        "watermark_position": "bottom-right",
+        "watermark_opacity": "80",
+    }
+    with run_jobs():
+        response = alice.post(change(event), data, follow=True)
+    assert "Watermark changed: 2 photos are being copied again" in response.content.decode()
+    photo.refresh_from_db()
+    with photo.display.open("rb") as handle:
+        marked = Image.open(handle).convert("RGB")
+    assert marked.size == plain.size
+    box = ImageChops.difference(plain, marked).getbbox()
+    assert box is not None and box[0] > plain.width // 2 and box[1] > plain.height // 2  # bottom right only
+    with photo.original.open("rb") as handle:
+        assert hashlib.sha256(handle.read()).hexdigest() == photo.content_hash  # the original is untouched
+    assert photo.index_state == Photo.State.INDEXED
