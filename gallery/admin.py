@@ -107,6 +107,20 @@ class EventForm(forms.ModelForm):
         model = Event
         fields = "__all__"  # noqa: DJ007 - EventAdmin.get_fields picks them per user
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Left out of a form (a script, an older page), they keep their defaults.
+        for name in ("watermark_position", "watermark_opacity"):
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def clean_watermark_position(self) -> str:
+        return self.cleaned_data.get("watermark_position") or Event.WatermarkPosition.BOTTOM_RIGHT
+
+    def clean_watermark_opacity(self) -> int:
+        value = self.cleaned_data.get("watermark_opacity")
+        return Event._meta.get_field("watermark_opacity").default if value is None else value
+
     def clean_add_owner(self) -> object:
         wanted = self.cleaned_data["add_owner"].strip()
         if not wanted:
