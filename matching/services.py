@@ -328,8 +328,14 @@ def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, pho
 
 
 def _identity_record(*, members: list[int], photos: dict[int, float]) -> int:
-    """The identity's selfies show exactly these photos: others removed, these added or updated."""
-    Match.objects.filter(selfie_id__in=members).exclude(photo_id__in=list(photos)).delete()
+    """The identity's selfies show exactly these photos among the indexed ones: others removed,
+    these added or updated (existing rows keep their creation time: they are not news).
+
+    Matches of photos being indexed again stay until those photos' own jobs decide,
+    so a reindex never empties a gallery for a while (nor sends "new photos" mail).
+    """
+    stale = Match.objects.filter(selfie_id__in=members, photo__index_state=Photo.State.INDEXED)
+    stale.exclude(photo_id__in=list(photos)).delete()
     matches = [Match(selfie_id=s, photo_id=p, distance=d) for s in members for p, d in photos.items()]
     Match.objects.bulk_create(
         matches, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]

@@ -226,3 +226,15 @@ def test_the_admin_shows_each_faces_quality(event, admin_client, settings):
     assert "low quality" in page
     listing = admin_client.get(reverse("admin:gallery_face_changelist")).content.decode()
     assert "180" in listing and "0.01" in listing and "low quality" in listing
+
+
+def test_matches_of_photos_being_indexed_again_stay_until_their_own_job_decides(event):
+    selfie = enrolled(event, vector(0))
+    first, second = photo_with(event, vector(0.1), name="a.jpg"), photo_with(event, vector(0.2), name="b.jpg")
+    decide(event, selfie_id=selfie.pk)
+    before = dict(Match.objects.values_list("photo_id", "created_at"))
+    assert set(before) == {first.pk, second.pk}
+    Photo.objects.filter(pk__in=[first.pk, second.pk]).update(index_state=Photo.State.PENDING)  # reindex
+    Photo.objects.filter(pk=first.pk).update(index_state=Photo.State.INDEXED, indexed_at=timezone.now())
+    decide(event, photo_id=first.pk)  # the second photo is still waiting for its job
+    assert dict(Match.objects.values_list("photo_id", "created_at")) == before  # kept, not re-created
