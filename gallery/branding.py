@@ -7,21 +7,10 @@ copies again (services.event_copies_remake).
 
 from __future__ import annotations
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from gallery import fonts
 from gallery.models import Event
-
-# Debian's DejaVu covers accented text; Pillow's bundled font is the fallback.
-_FONT_FILES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "DejaVuSans-Bold.ttf")
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for name in _FONT_FILES:
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size=size)
 
 
 def watermarked(image: Image.Image, event: Event) -> Image.Image:
@@ -33,7 +22,7 @@ def watermarked(image: Image.Image, event: Event) -> Image.Image:
     layer = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     size = max(12, min(base.size) // 18)
-    font = _font(size)
+    font = fonts.dejavu(size, bold=True)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     width, height = right - left, bottom - top
     margin = size

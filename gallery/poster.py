@@ -12,8 +12,9 @@ from xml.sax.saxutils import escape
 
 import qrcode
 from django.utils.formats import date_format
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from gallery import fonts
 from gallery.models import Event
 
 A4_MM = (210, 297)
@@ -57,20 +58,6 @@ def poster_svg(event: Event, url: str) -> str:
 """
 
 
-# Debian's fonts-dejavu-core covers accented names; Pillow's bundled font (ASCII
-# only) keeps the poster working where it is missing.
-_FONT_FILES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "DejaVuSans.ttf")
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for name in _FONT_FILES:
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size=size)
-
-
 def poster_png(event: Event, url: str, *, dpi: int = 150) -> bytes:
     """The poster as an A4 PNG image (150 dpi: 1240 x 1754 pixels)."""
     px = dpi / 25.4  # pixels per millimetre
@@ -89,10 +76,10 @@ def poster_png(event: Event, url: str, *, dpi: int = 150) -> bytes:
         if not value:
             return
         size = round(size_mm * px)
-        font = _font(size)
+        font = fonts.dejavu(size)
         while size > 8 and draw.textlength(value, font=font) > width * 0.9:  # long names shrink to fit
             size = size * 9 // 10
-            font = _font(size)
+            font = fonts.dejavu(size)
         draw.text((width / 2, y_mm * px), value, font=font, fill=fill, anchor="ms")
 
     centred(40, 14, lines["name"])
