@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -45,6 +46,10 @@ from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_ori
 from matching import index, quality, rules
 from matching.engines import get_engine
 from matching.engines.base import EmbeddingEngine, FaceEngine, FaceGone, FoundFace, HostedEngine, PhotoFaces
+
+if TYPE_CHECKING:
+    from django.core.files.base import ContentFile
+    from django.db.models.fields.files import FieldFile
 
 logger = logging.getLogger("trouvaille.matching")
 
@@ -195,14 +200,14 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:
     if made:
         image = branding.watermarked(image, photo.event)  # the copies only: the original stays as it came
     if not photo.display:
-        photo.display.save(
-            f"{photo.content_hash}-display.jpg", jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE), save=False
+        _copy_save(
+            photo.display, f"{photo.content_hash}-display.jpg", jpeg_file(image, max_side=settings.DISPLAY_MAX_SIDE)
         )
     if not photo.thumbnail:
-        photo.thumbnail.save(
+        _copy_save(
+            photo.thumbnail,
             f"{photo.content_hash}-thumb.jpg",
             jpeg_file(image, max_side=settings.THUMBNAIL_SIDE, quality=80),
-            save=False,
         )
     # Recorded at once, so a later failure never leaves unreferenced files behind.
     if Photo.objects.filter(pk=photo.pk).update(display=photo.display.name, thumbnail=photo.thumbnail.name):
@@ -210,6 +215,19 @@ def _photo_derivatives_make(*, photo: Photo, image: Image.Image) -> bool:
     for field in made:
         field.storage.delete(field.name)
     return False
+
+
+def _copy_save(field: FieldFile, filename: str, content: ContentFile) -> None:
+    """Save a served copy under its own name, replacing a leftover of an earlier run.
+
+    The name comes from the photo's content hash, so a file already there belongs to
+    this photo: a run killed after writing it but before recording it. Saving beside
+    it would give a suffixed name and leave the leftover behind for good.
+    """
+    name = field.field.generate_filename(field.instance, filename)
+    if field.storage.exists(name):
+        field.storage.delete(name)
+    field.save(filename, content, save=False)
 
 
 def photo_match(*, photo: Photo) -> int:

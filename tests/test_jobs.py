@@ -391,3 +391,25 @@ def test_a_photo_indexed_during_a_take_over_goes_to_the_nearer_selfie_only(event
     Selfie.objects.filter(pk=near.pk).delete()
     matching_services.photo_match(photo=Photo.objects.get(pk=pending_photo.pk))
     assert list(far.matches.values_list("photo_id", flat=True)) == [pending_photo.pk]
+
+
+def test_copies_left_by_a_killed_run_are_replaced_not_orphaned(pending_photo, settings):
+    # A worker killed after writing the served copies, before recording them on the row.
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    derived = f"events/{pending_photo.event_id}/derived/{pending_photo.content_hash[:2]}/{pending_photo.content_hash}"
+    for suffix in ("display", "thumb"):
+        default_storage.save(f"{derived}-{suffix}.jpg", ContentFile(b"left by a killed run"))
+
+    assert matching_services.photo_index(photo_id=pending_photo.pk) == "indexed"
+    pending_photo.refresh_from_db()
+    assert (pending_photo.display.name, pending_photo.thumbnail.name) == (
+        f"{derived}-display.jpg",
+        f"{derived}-thumb.jpg",
+    )
+    stored = {
+        str(p.relative_to(settings.MEDIA_ROOT)) for p in (settings.MEDIA_ROOT / "events").rglob("*") if p.is_file()
+    }
+    assert stored == {pending_photo.original.name, pending_photo.display.name, pending_photo.thumbnail.name}
+    assert pending_photo.display.read() != b"left by a killed run"
