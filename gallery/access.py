@@ -383,3 +383,15 @@ def command_user(username: str | None) -> AbstractBaseUser | None:
 def command_events(user: AbstractBaseUser | None) -> QuerySet[Event]:
     """The events a management command may touch: all for the operator (no --as), else the user's."""
     return Event.objects.all() if user is None else organizer_events(user)
+
+
+def optout_for_link(request: HttpRequest, slug: str, token: str) -> Attendee:
+    """The opt-out a private link names, on a published event, or 404.
+
+    The link alone is the credential (as an attendee's private link): no event
+    code, so a person can withdraw after the code changed. It opens no gallery.
+    """
+    optout = Attendee.objects.optout_by_token(event=event_for_attendee(request, slug), token=token).first()
+    if optout is None:
+        raise Http404("No such opt-out.")
+    return optout

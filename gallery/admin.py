@@ -26,9 +26,10 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from gallery import access, dashboard, poster, services
-from gallery.forms import PhotoUploadForm
+from gallery.forms import OptOutRegisterForm, PhotoUploadForm
+from gallery.images import ImageProblem
 from gallery.links import current_request, public_url
-from gallery.models import Event, Face, Match, Photo, Selfie, Upload
+from gallery.models import Attendee, Event, Face, Match, Photo, Selfie, Upload
 from gallery.serving import serve_file
 
 
@@ -225,12 +226,16 @@ class EventAdmin(OrganizerAdmin):
             return gettext("Save the event first.")
         url = self._public_url(obj)
         upload = reverse("admin:gallery_event_upload", args=[obj.pk])
+        optouts = reverse("admin:gallery_event_optouts", args=[obj.pk])
         return format_html(
-            '<a href="{}">{}</a><br><a class="button organizer-upload" href="{}">{}</a>',
+            '<a href="{}">{}</a><br><a class="button organizer-upload" href="{}">{}</a> '
+            '<a class="button" href="{}">{}</a>',
             url,
             url,
             upload,
             gettext("Upload photos"),
+            optouts,
+            gettext("Opt-outs"),
         )
 
     @admin.display(description=_("QR code"))
@@ -267,6 +272,7 @@ class EventAdmin(OrganizerAdmin):
             view("reindex", "reindex/", self.reindex_view),
             view("rematch", "rematch/", self.rematch_view),
             view("purge", "purge/", self.purge_view),
+            view("optouts", "opt-outs/", self.optouts_view),
             *super().get_urls(),
         ]
 
@@ -274,6 +280,41 @@ class EventAdmin(OrganizerAdmin):
         """The event, if this user may change it: 403 without the permission, 404 if it is not theirs."""
         self._check_may_change(request)
         return access.event_for_organizer(request, event_id)
+
+    def optouts_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        """The event's opt-outs (no faces shown), registering new ones (one photo each), withdrawing one."""
+        event = self._event_for_change(request, event_id)
+        optouts = Attendee.objects.filter(event=event, opted_out=True).prefetch_related("selfies")
+        form = OptOutRegisterForm()
+        if request.method == "POST" and "withdraw" in request.POST:
+            optout = get_object_or_404(optouts, pk=request.POST["withdraw"])
+            services.optout_withdraw(optout=optout)
+            self.message_user(request, gettext("Opt-out withdrawn: its faces are shown again."))
+            return redirect(request.path)
+        if request.method == "POST":
+            form = OptOutRegisterForm(request.POST, request.FILES)
+            if form.is_valid():
+                for upload in form.cleaned_data["files"]:
+                    try:
+                        services.optout_create(event=event, upload=upload, consent=True)
+                    except (ImageProblem, services.SelfieNotStored) as exc:
+                        self.message_user(request, f"{upload.name}: {exc}", messages.WARNING)
+                    else:
+                        self.message_user(request, gettext("%(name)s: opt-out registered.") % {"name": upload.name})
+                return redirect(request.path)
+        links = [
+            (optout, optout.selfies.all(), public_url(reverse("gallery:optout_link", args=[event.slug, optout.token])))
+            for optout in optouts
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "event": event,
+            "form": form,
+            "optouts": links,
+            "title": gettext("Opt-outs of %(event)s") % {"event": event.name},
+        }
+        return render(request, "admin/gallery/event/optouts.html", context)
 
     def upload_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
         event = self._event_for_change(request, event_id)
@@ -458,6 +499,7 @@ class PhotoAdmin(OrganizerAdmin):
         "index_state",
         "index_error",
         "face_count",
+        "opted_out_faces",
         "faces_left_out",
         "left_out_reasons",
         "indexed_at",
@@ -488,6 +530,12 @@ class PhotoAdmin(OrganizerAdmin):
             return ""
         text = obj.index_error if len(obj.index_error) <= 60 else obj.index_error[:59] + "…"
         return format_html('<span title="{}">{}</span>', obj.index_error, text)
+
+    @admin.display(description=_("Opted-out faces"))
+    def opted_out_faces(self, obj: Photo) -> str:
+        # Blurred in every served copy (and in the preview above); the original is untouched.
+        count = obj.faces.filter(opted_out=True).count()
+        return gettext("%(count)d, blurred in every copy served") % {"count": count} if count else "-"
 
     @admin.display(description=_("Why faces were left out"))
     def left_out_reasons(self, obj: Photo) -> str:
@@ -578,7 +626,12 @@ class PhotoAdmin(OrganizerAdmin):
 @admin.register(Selfie)
 class SelfieAdmin(OrganizerAdmin):
     list_display = ["id", "event", "match_state", "match_count", "search_limit_reached", "consent_at", "matched_at"]
-    list_filter = ["match_state", "search_limit_reached", ("event", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "match_state",
+        "search_limit_reached",
+        "attendee__opted_out",
+        ("event", admin.RelatedOnlyFieldListFilter),
+    ]
     readonly_fields = [
         "event",
         "attendee",
@@ -618,8 +671,8 @@ class MatchAdmin(OrganizerAdmin):
 @admin.register(Face)
 class FaceAdmin(OrganizerAdmin):
     event_path = "photo__event"
-    list_display = ["id", "photo", "engine", "width", "height", "size", "sharpness", "quality"]
-    list_filter = ["engine"]
+    list_display = ["id", "photo", "engine", "width", "height", "size", "sharpness", "quality", "opted_out"]
+    list_filter = ["engine", "opted_out"]
     list_select_related = ["photo"]
     readonly_fields = [
         "photo",
@@ -632,6 +685,7 @@ class FaceAdmin(OrganizerAdmin):
         "sharpness",
         "quality",
         "external_id",
+        "opted_out",
     ]
     exclude = ["embedding"]
 

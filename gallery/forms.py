@@ -31,6 +31,22 @@ class SelfieForm(forms.Form):
     )
 
 
+class OptOutForm(forms.Form):
+    """The same fields as the selfie form; the consent is to a template used only to hide the person."""
+
+    image = forms.FileField(
+        label=_("A photo of your face"),
+        error_messages={"required": _("Please choose or take a selfie."), "empty": _("That file is empty.")},
+    )
+    consent = forms.BooleanField(
+        label=_(
+            "I agree that Trouvaille computes a biometric template of my face from this photo, "
+            "only to hide me in this event's photos. I can withdraw it at any time with my private link."
+        ),
+        error_messages={"required": _("Please agree to the use of your photo to hide you.")},
+    )
+
+
 class EmailForm(forms.Form):
     email = forms.EmailField(label=_("Your e-mail address"), max_length=254)
     consent = consent_field(
@@ -73,3 +89,24 @@ class PhotoUploadForm(forms.Form):
         if not cleaned.get("files") and not cleaned.get("folder"):
             raise forms.ValidationError("Choose photos, zip archives or a folder to upload.")
         return cleaned
+
+
+class OptOutRegisterForm(forms.Form):
+    """Organizers register opt-outs for people who refused photos: one photo each."""
+
+    files = MultipleFileField(
+        label=_("One photo of each person"),
+        widget=MultipleFileInput(attrs={"accept": "image/*,.heic,.heif"}),
+    )
+    consent = forms.BooleanField(
+        label=_(
+            "Each of these people asked not to be shown, and agreed to a template of their face "
+            "being used only to hide them in this event's photos."
+        )
+    )
+
+    def clean_files(self):
+        files = self.cleaned_data["files"]
+        if not files:
+            raise forms.ValidationError(_("Choose at least one photo."))
+        return files

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
 
 # iPhones take HEIC/HEIF photos. libheif applies their rotation itself and
 # pillow-heif then clears the EXIF orientation, so exif_transpose stays right.
@@ -155,6 +155,34 @@ def jpeg_file(image: Image.Image, *, max_side: int, quality: int = 88) -> Conten
     buffer = io.BytesIO()
     copy.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=True)
     return ContentFile(buffer.getvalue())
+
+
+# Around each face box (a fraction of its size): hair, ears and the jaw go too, and a
+# detector's box, which can be larger than the engine's, is covered whole.
+BLUR_MARGIN = 0.4
+# Pixel blocks across a blurred face: too few for eyes, nose and mouth to survive.
+BLUR_BLOCKS = 5
+
+
+def faces_blurred(image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> Image.Image:
+    """A copy of `image` with each (left, top, width, height) box made unrecognisable.
+
+    Pixelated to a few blocks, then smoothed: a face detector finds nothing there
+    (tests/test_optout.py checks with dlib on the served bytes), unlike a light
+    Gaussian blur, which dlib still detects and can even recognise.
+    """
+    out = image.copy()
+    for left, top, width, height in boxes:
+        dx, dy = round(width * BLUR_MARGIN), round(height * BLUR_MARGIN)
+        right, bottom = min(image.width, left + width + dx), min(image.height, top + height + dy)
+        box = (max(0, left - dx), max(0, top - dy), right, bottom)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue
+        region = out.crop(box)
+        blocks = (BLUR_BLOCKS, BLUR_BLOCKS)
+        region = region.resize(blocks, Image.Resampling.BOX).resize(region.size, Image.Resampling.NEAREST)
+        out.paste(region.filter(ImageFilter.GaussianBlur(radius=max(region.size) / 10)), box[:2])
+    return out
 
 
 def file_suffix(image: Image.Image) -> str:

@@ -95,3 +95,8 @@ def enqueue_link_email(attendee_id: int) -> None:
 def enqueue_new_photos_notify(event_id: int) -> None:
     """After a batch of photos is indexed: tell subscribed attendees about their new photos."""
     enqueue("matching.tasks.new_photos_notify_task", event_id, group="email")
+
+
+def enqueue_optout_apply(event_id: int) -> None:
+    """The event's opt-outs changed: mark, blur and match its photos' faces again."""
+    enqueue("matching.tasks.optout_apply_task", event_id, group=f"event-{event_id}-optout")

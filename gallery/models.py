@@ -276,6 +276,10 @@ class FaceQuerySet(EngineFacesQuerySet):
     def of_indexed_photos(self) -> FaceQuerySet:
         return self.filter(photo__index_state=Photo.State.INDEXED)
 
+    def shown(self) -> FaceQuerySet:
+        """Faces of no opted-out person: the only ones that may match an attendee."""
+        return self.filter(opted_out=False)
+
 
 class Face(models.Model):
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="faces")
@@ -293,6 +297,11 @@ class Face(models.Model):
     # tolerance. Empty for faces indexed before it was measured.
     size = models.PositiveIntegerField(null=True, blank=True, help_text="Shorter side of the face, in pixels.")
     sharpness = models.FloatField(null=True, blank=True, help_text="Detail relative to contrast (0 = flat).")
+    # The face of a person who opted out of the event (matching.optout decides):
+    # blurred in every served copy, never in anyone's results.
+    opted_out = models.BooleanField(
+        default=False, help_text="This person opted out: blurred in served copies, shown to no attendee."
+    )
 
     objects = FaceQuerySet.as_manager()
 
@@ -308,7 +317,11 @@ class Face(models.Model):
 
 class AttendeeQuerySet(models.QuerySet):
     def by_token(self, *, event: Event, token: str) -> AttendeeQuerySet:
-        return self.filter(event=event, token=token)
+        """The attendee a private link names. Never an opt-out: their link only withdraws it."""
+        return self.filter(event=event, token=token, opted_out=False)
+
+    def optout_by_token(self, *, event: Event, token: str) -> AttendeeQuerySet:
+        return self.filter(event=event, token=token, opted_out=True)
 
 
 class Attendee(models.Model):
@@ -335,6 +348,11 @@ class Attendee(models.Model):
     email_site = models.CharField(max_length=200, blank=True)
     # Photos matched before this were already announced (or seen).
     notified_at = models.DateTimeField(null=True, blank=True)
+    # An opt-out ("don't show me"): one selfie whose template is used only to find
+    # this person's faces and hide them from everyone else. Its private link withdraws it.
+    opted_out = models.BooleanField(
+        default=False, help_text="Not an attendee: a person who asked never to be shown in this event's photos."
+    )
 
     objects = AttendeeQuerySet.as_manager()
 
@@ -367,6 +385,13 @@ class SelfieQuerySet(JobQuerySet, EngineFacesQuerySet):
     """Selfies go pending -> matching (claimed by one match job) -> done or failed."""
 
     state_field, error_field, working_state = "match_state", "match_error", "matching"
+
+    def searching(self) -> Self:
+        """Attendees' selfies, which find photos (not opt-outs, which only hide faces)."""
+        return self.filter(attendee__opted_out=False)
+
+    def optouts(self) -> Self:
+        return self.filter(attendee__opted_out=True)
 
 
 class Selfie(models.Model):

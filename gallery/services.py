@@ -341,7 +341,13 @@ class SelfieNotStored(Exception):
 
 
 def selfie_create(
-    *, event: Event, upload: IO[bytes], consent: bool, attendee: Attendee | None = None, replace: bool = False
+    *,
+    event: Event,
+    upload: IO[bytes],
+    consent: bool,
+    attendee: Attendee | None = None,
+    replace: bool = False,
+    opted_out: bool = False,
 ) -> Selfie:
     """Store the selfie as it came and queue its matching; the job makes the small copy.
 
@@ -355,6 +361,8 @@ def selfie_create(
     are not failed; SelfieLimit past that), or, with `replace`, it replaces
     all of them, keeping the attendee and their private link. Failed selfies of
     the attendee go either way: they never found anything.
+
+    With `opted_out` (and no attendee) the new attendee is an opt-out: see optout_create.
 
     Raises ImageProblem (with a message for the attendee) for unusable images, and
     SelfieNotStored when the database refuses the write; in both cases no file is left.
@@ -382,7 +390,7 @@ def selfie_create(
     try:
         with transaction.atomic():
             if attendee is None:
-                attendee = Attendee.objects.create(event=event, consent_at=now)
+                attendee = Attendee.objects.create(event=event, consent_at=now, opted_out=opted_out)
             # Their private link now stands for the code this selfie was taken under.
             Attendee.objects.filter(pk=attendee.pk).update(code_digest=access.code_digest(event))
             # The deletion signals remove their files and remote faces (after commit).
@@ -395,6 +403,23 @@ def selfie_create(
         selfie.image.storage.delete(selfie.image.name)
         raise SelfieNotStored(str(exc)) from exc
     return selfie
+
+
+def optout_create(*, event: Event, upload: IO[bytes], consent: bool) -> Attendee:
+    """Opt a person out of the event: one photo of them, whose template only hides them.
+
+    Stored and enrolled like a selfie (same checks, same small copy, same retention),
+    then its job marks and blurs their faces and takes them out of everyone's results.
+    The returned attendee's private link withdraws the opt-out and opens nothing else.
+    """
+    return selfie_create(event=event, upload=upload, consent=consent, opted_out=True).attendee
+
+
+def optout_withdraw(*, optout: Attendee) -> None:
+    """Withdraw an opt-out: its template goes, and its faces are shown again (signals queue the job)."""
+    if not optout.opted_out:
+        raise ValueError("Not an opt-out.")
+    optout.delete()
 
 
 def selfie_image_drop(*, selfie_id: int) -> None:

@@ -13,7 +13,7 @@ from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
 from gallery import jobs
-from gallery.models import Event, Face, Photo, Selfie, UploadChunk
+from gallery.models import Attendee, Event, Face, Photo, Selfie, UploadChunk
 
 
 def _delete_files_on_commit(*files: FieldFile) -> None:
@@ -49,3 +49,10 @@ def _selfie_post_delete(sender: type[Selfie], instance: Selfie, **kwargs: object
 def _upload_chunk_post_delete(sender: type[UploadChunk], instance: UploadChunk, **kwargs: object) -> None:
     # An upload abandoned half-way goes with its event; its stored chunks too.
     jobs.enqueue_files_delete([instance.name])
+
+
+@receiver(post_delete, sender=Attendee)
+def _attendee_post_delete(sender: type[Attendee], instance: Attendee, **kwargs: object) -> None:
+    # A withdrawn (or expired) opt-out: the faces it hid are shown and matched again.
+    if instance.opted_out and Event.objects.filter(pk=instance.event_id).exists():
+        jobs.enqueue_optout_apply(instance.event_id)

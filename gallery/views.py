@@ -26,7 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from gallery import access, emails, services
-from gallery.forms import CodeForm, EmailForm, SelfieForm
+from gallery.forms import CodeForm, EmailForm, OptOutForm, SelfieForm
 from gallery.images import ImageProblem
 from gallery.links import public_url
 from gallery.models import Event, Photo, Selfie
@@ -105,8 +105,7 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     attendee = access.attendee_for_visitor(request, event) if adding else own
     status, headers = 400, {}
     if form.is_valid() and not access.selfie_upload_attempt(request, event).allowed:
-        form.add_error("image", _("Too many selfies in a short time. Please wait a few minutes, then try again."))
-        status, headers = 429, {"Retry-After": str(settings.SELFIE_UPLOAD_WINDOW)}
+        status, headers = 429, _too_many_selfies(form)
     elif form.is_valid():
         try:
             selfie = services.selfie_create(
@@ -130,6 +129,48 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     for header, value in headers.items():
         response[header] = value
     return response
+
+
+def _too_many_selfies(form: SelfieForm | OptOutForm) -> dict[str, str]:
+    form.add_error("image", _("Too many selfies in a short time. Please wait a few minutes, then try again."))
+    return {"Retry-After": str(settings.SELFIE_UPLOAD_WINDOW)}
+
+
+def optout(request: HttpRequest, slug: str) -> HttpResponse:
+    """ "Don't show me": one photo of the person, whose faces are then hidden from everyone."""
+    event = access.unlocked_event_for_attendee(request, slug)
+    form = OptOutForm(request.POST or None, request.FILES or None)
+    status, headers = (400 if request.method == "POST" else 200), {}
+    # The same limits as selfies: an opt-out is a face upload too.
+    if form.is_valid() and not access.selfie_upload_attempt(request, event).allowed:
+        status, headers = 429, _too_many_selfies(form)
+    elif form.is_valid():
+        try:
+            created = services.optout_create(event=event, upload=form.cleaned_data["image"], consent=True)
+        except ImageProblem as exc:
+            form.add_error("image", str(exc))
+        except services.SelfieNotStored:
+            logger.warning("opt-out not stored: database busy or unreachable", exc_info=True)
+            form.add_error("image", _("We could not save your photo just now. Please try again in a minute."))
+            status, headers = 503, {"Retry-After": "60"}
+        else:
+            return redirect("gallery:optout_link", slug=event.slug, token=created.token)
+    response = render(request, "gallery/optout.html", {"event": event, "form": form}, status=status)
+    for header, value in headers.items():
+        response[header] = value
+    return response
+
+
+@never_cache
+def optout_link(request: HttpRequest, slug: str, token: str) -> HttpResponse:
+    """The opt-out's private link: its state, and the way to withdraw it."""
+    optout = access.optout_for_link(request, slug, token)
+    if request.method == "POST":
+        services.optout_withdraw(optout=optout)
+        return render(request, "gallery/optout_withdrawn.html", {"event": optout.event})
+    selfie = optout.selfies.first()
+    context = {"event": optout.event, "selfie": selfie, "link": public_url(request.path, request=request)}
+    return render(request, "gallery/optout_link.html", context)
 
 
 def _pending_photos(event_id: int) -> int:

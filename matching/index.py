@@ -148,6 +148,11 @@ def photos_near(*, event_id: int, engine: str, probe: np.ndarray, tolerance: flo
     # temporary (matrix - probe), ~10x faster than np.linalg.norm at 100k+ faces.
     squared = norms - 2 * (matrix @ probe) + probe.dot(probe)
     distances = np.sqrt(np.maximum(squared, 0, out=squared), out=squared)
+    # Faces of people who opted out are nobody's: checked on the few hits only.
+    hits = np.nonzero(distances <= tolerance)[0]
+    if len(hits):
+        hidden = opted_out_mask(matrix[hits], optout_templates(event_id, engine))
+        distances[hits[hidden]] = np.inf
     return _best_per_key(photo_ids, distances, tolerance)
 
 
@@ -155,8 +160,12 @@ def selfies_near(*, photo: Photo, engine: str, tolerance: float | None = None) -
     """Selfie id -> best distance, for the event's enrolled selfies seen in this photo."""
     tolerance = settings.FACE_TOLERANCE if tolerance is None else tolerance
     faces = _matrix(list(photo.faces.embedded(engine=engine).values_list("embedding", flat=True)))
+    faces = faces[~opted_out_mask(faces, optout_templates(photo.event_id, engine))]
     selfies = list(
-        Selfie.objects.filter(event_id=photo.event_id).embedded(engine=engine).values_list("id", "embedding")
+        Selfie.objects.filter(event_id=photo.event_id)
+        .searching()
+        .embedded(engine=engine)
+        .values_list("id", "embedding")
     )
     if not len(faces) or not selfies:
         return {}
@@ -181,6 +190,8 @@ class EventSelfies:
     ids: NDArray[np.int64]
     matrix: NDArray[np.float32]
     identity: NDArray[np.int64]  # per selfie: the position of its identity's oldest selfie
+    # The event's opt-out templates: not identities, but every face near one is nobody's.
+    optouts: NDArray[np.float32]
 
     def label_of(self, selfie_id: int) -> int:
         return int(self.identity[np.searchsorted(self.ids, selfie_id)])
@@ -192,6 +203,7 @@ class EventSelfies:
 def event_selfies(event_id: int, engine: str, chosen: rules.Rules) -> EventSelfies:
     rows = list(
         Selfie.objects.filter(event_id=event_id)
+        .searching()  # an opt-out is no identity that finds photos: it only takes faces away
         .embedded(engine=engine)
         .order_by("id")
         .values_list("id", "embedding", "attendee_id")
@@ -202,6 +214,7 @@ def event_selfies(event_id: int, engine: str, chosen: rules.Rules) -> EventSelfi
         matrix=matrix,
         # One attendee's selfies are one identity, as are selfies of one face taken twice.
         identity=rules.identities(matrix, merge_distance=chosen.merge_distance, same_person=[row[2] for row in rows]),
+        optouts=optout_templates(event_id, engine),
     )
 
 
@@ -232,6 +245,8 @@ def identity_photos(*, faces: EventFaces, selfies: EventSelfies, label: int, cho
         if len(probe_like) and len(far):
             close = rules.distances(faces.matrix[far], faces.matrix[probe_like]).min(axis=1)
             candidates[far[close <= chosen.expansion_tolerance + _SLACK]] = True
+    # An opt-out wins its faces: they are nobody's, not even a probe for expansion.
+    candidates[candidates] &= ~opted_out_mask(faces.matrix[candidates], selfies.optouts, tolerance=chosen.tolerance)
     subset = np.nonzero(candidates)[0]
     decision = rules.decide(
         faces=faces.matrix[subset],
@@ -249,9 +264,37 @@ def photo_owners(*, photo_id: int, engine: str, selfies: EventSelfies, chosen: r
     faces = _matrix(
         list(Face.objects.filter(photo_id=photo_id).embedded(engine=engine).values_list("embedding", flat=True))
     )
+    faces = faces[~opted_out_mask(faces, selfies.optouts, tolerance=chosen.tolerance)]
     if not len(faces) or not len(selfies.ids):
         return set()
     nearest, distance = rules.nearest_identity(rules.distances(faces, selfies.matrix), selfies.identity)
     # An expanded face lies within probe_distance + expansion_tolerance of its identity.
     reach = max(chosen.tolerance, chosen.probe_distance + chosen.expansion_tolerance if chosen.expansion else 0)
     return {int(label) for label, d in zip(nearest, distance, strict=True) if d <= reach + _SLACK}
+
+
+# --- Opt-outs: an opted-out person's faces are nobody's ---------------------------
+
+
+def optout_templates(event_id: int, engine: str) -> NDArray[np.float32]:
+    """The event's opt-out templates (one row per opted-out person), used for nothing else."""
+    rows = Selfie.objects.filter(event_id=event_id).optouts().embedded(engine=engine)
+    return _matrix(list(rows.values_list("embedding", flat=True)))
+
+
+def opted_out_mask(
+    faces: NDArray[np.floating], templates: NDArray[np.floating], *, tolerance: float | None = None
+) -> NDArray[np.bool_]:
+    """Per face: does it belong to an opted-out person?
+
+    An opt-out wins its faces: any face within FACE_TOLERANCE of a template is
+    theirs, even when an attendee's selfie is nearer (otherwise a selfie made
+    from the photo itself would take the face back). A look-alike attendee may
+    lose a photo: the price of never showing someone who said no.
+    """
+    if not len(faces) or not len(templates):
+        return np.zeros(len(faces), dtype=bool)
+    # The larger of the event's tolerance and the server's: a stricter event never shows more.
+    tolerance = max(settings.FACE_TOLERANCE, tolerance or 0)
+    distances = np.linalg.norm(faces[:, None, :] - templates[None, :, :], axis=2).min(axis=1)
+    return distances <= tolerance

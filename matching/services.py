@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ from django.utils.translation import gettext_noop
 from PIL import Image
 
 from gallery import branding, jobs
-from gallery.images import ImageProblem, fitted, jpeg_file, load_rgb
+from gallery.images import ImageProblem, faces_blurred, fitted, jpeg_file, load_rgb
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
 from matching import index, quality, rules
@@ -57,6 +58,9 @@ logger = logging.getLogger("trouvaille.matching")
 # these exact texts): a job has no attendee language to write them in.
 SELFIE_FAILED_MESSAGE = gettext_noop(
     "Something went wrong while looking for your photos. Please try again in a few minutes."
+)
+OPTOUT_UNSUPPORTED_MESSAGE = gettext_noop(
+    "Opting out is not available for this event yet. Please ask the organizer to remove you from its photos."
 )
 NO_FACE_MESSAGE = gettext_noop(
     "We could not find a face in your selfie. Please take another one facing the camera, in good light."
@@ -100,6 +104,9 @@ def photo_index(*, photo_id: int) -> str:
         return "failed"
     if not _photo_faces_store(photo=photo, image=image, engine=engine.name, result=result):
         return "superseded"
+    # Before any match: an opted-out face is marked and blurred in the served copies.
+    if optout_faces_mark(event_id=photo.event_id, photo_ids=[photo.pk]) or photo.faces.filter(opted_out=True).exists():
+        photo_copies_remake(photo=photo, image=image)
     try:
         photo_match(photo=photo)
     except Exception:
@@ -376,6 +383,98 @@ def _selfie_decide(*, selfie: Selfie, engine: str) -> str:
     return "done"
 
 
+# --- Opt-outs -------------------------------------------------------------------
+
+
+def optout_faces_mark(*, event_id: int, photo_ids: list[int] | None = None) -> set[int]:
+    """Record which faces of the event (or of these photos) belong to an opted-out person.
+
+    Returns the photos whose marks changed: their served copies must be made
+    again, and their matches decided again. Matching does not read these marks
+    (it checks the templates itself, so it is never a step behind); blurring and
+    the admin do.
+    """
+    engine = get_engine()
+    if not isinstance(engine, EmbeddingEngine):
+        return set()
+    faces = Face.objects.filter(photo__event_id=event_id).embedded(engine=engine.name)
+    if photo_ids is not None:
+        faces = faces.filter(photo_id__in=photo_ids)
+    rows = list(faces.values_list("id", "photo_id", "embedding", "opted_out"))
+    event = Event.objects.filter(pk=event_id).first()
+    if not rows or event is None:
+        return set()
+    hidden = index.opted_out_mask(
+        index._matrix([row[2] for row in rows]),
+        index.optout_templates(event_id, engine.name),
+        tolerance=event_rules(event).tolerance,
+    ).tolist()
+    changed = [(row[0], row[1], now) for row, now in zip(rows, hidden, strict=True) if row[3] != now]
+    for flag in (True, False):
+        Face.objects.filter(pk__in=[face_id for face_id, _, now in changed if now is flag]).update(opted_out=flag)
+    return {photo_id for _, photo_id, _ in changed}
+
+
+def photo_copies_remake(*, photo: Photo, image: Image.Image | None = None) -> bool:
+    """Make the photo's served copies again, its opted-out faces blurred; the original is untouched.
+
+    New file names, so no cache or presigned URL serves the old copy after this.
+    False when the photo was deleted or reindexed meanwhile (the new files go again).
+    """
+    if image is None:
+        with photo.original.open("rb") as original:
+            image = load_rgb(original)
+    boxes = list(photo.faces.filter(opted_out=True).values_list("left", "top", "width", "height"))
+    # Blurred in the original's pixels (where the boxes are), then made as photo_index
+    # makes its copies: scaled to the display size, with the event's watermark.
+    shown = faces_blurred(image, boxes) if boxes else image
+    shown = branding.watermarked(fitted(shown, settings.DISPLAY_MAX_SIDE), photo.event)
+    old = (photo.display.name, photo.thumbnail.name)
+    tag = secrets.token_hex(4)
+    photo.display.save(
+        f"{photo.content_hash}-{tag}-display.jpg", jpeg_file(shown, max_side=settings.DISPLAY_MAX_SIDE), save=False
+    )
+    photo.thumbnail.save(
+        f"{photo.content_hash}-{tag}-thumb.jpg",
+        jpeg_file(shown, max_side=settings.THUMBNAIL_SIDE, quality=80),
+        save=False,
+    )
+    replaced = Photo.objects.filter(pk=photo.pk, display=old[0], thumbnail=old[1]).update(
+        display=photo.display.name, thumbnail=photo.thumbnail.name
+    )
+    gone = [name for name in old if name] if replaced else [photo.display.name, photo.thumbnail.name]
+    for name in gone:
+        photo.display.storage.delete(name)
+    return bool(replaced)
+
+
+def optout_apply(*, event_id: int) -> int:
+    """After an opt-out was added or withdrawn: mark the faces, blur or unblur the copies,
+    and decide again who is in each photo whose marks changed. Returns how many photos changed."""
+    changed = optout_faces_mark(event_id=event_id)
+    for photo in Photo.objects.filter(pk__in=changed).indexed():
+        try:
+            photo_copies_remake(photo=photo)
+        except ImageProblem:
+            logger.warning("photo %s: original unreadable, served copies not blurred", photo.pk)
+        photo_match(photo=photo)
+    return len(changed)
+
+
+def _optout_enrolled(*, selfie: Selfie) -> str:
+    """An opt-out's template is stored: hide its faces everywhere, then record it as done.
+
+    No Match rows: the template finds photos for nobody, not even its owner.
+    """
+    optout_apply(event_id=selfie.event_id)
+    done = (
+        Selfie.objects.claimed()
+        .filter(pk=selfie.pk)
+        .update(match_state=Selfie.State.DONE, matched_at=Now(), claimed_at=None)
+    )
+    return "done" if done else "superseded"
+
+
 # --- Selfies ------------------------------------------------------------------
 
 
@@ -386,9 +485,14 @@ def selfie_match(*, selfie_id: int) -> str:
     selfie = Selfie.objects.get(pk=selfie_id)
     engine = get_engine()
     try:
+        optout = Attendee.objects.filter(pk=selfie.attendee_id, opted_out=True).exists()
+        if optout and not isinstance(engine, EmbeddingEngine):
+            raise ImageProblem(OPTOUT_UNSUPPORTED_MESSAGE)
         enrolled = selfie.engine == engine.name and bool(selfie.embedding or selfie.external_id)
         if not enrolled and not _selfie_enroll(engine=engine, selfie=selfie):
             return "superseded"
+        if optout:
+            return _optout_enrolled(selfie=selfie)
         if not isinstance(engine, HostedEngine):
             return _selfie_decide(selfie=selfie, engine=engine.name)
         searched_at = _database_now()

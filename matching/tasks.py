@@ -56,6 +56,11 @@ def selfie_match_task(selfie_id: int, job_id: str = "") -> str:
         raise
 
 
+def optout_apply_task(event_id: int, job_id: str = "") -> str:
+    """An opt-out was withdrawn or deleted: its faces are shown (and matched) again."""
+    return _run("optout_apply", job_id, lambda: f"{services.optout_apply(event_id=event_id)} photos", event_id=event_id)
+
+
 def _timeout_reason() -> str:
     return f"Indexing took longer than Q_TIMEOUT ({settings.Q_CLUSTER['timeout']} s); try `reindex --failed`."
 
