@@ -60,10 +60,15 @@ me_email                404       404     404       >me   >me     404      404  
 me_email_stop           404       404     404       >me   >me     404      404   404
 unsubscribe             200       200     200       200   200     200      200   200
 photo_old_link          404       404     404       404   404     404      404   404
+optout                  404       404     200       200   200     404      404   404
+optout_link             200       200     200       200   200     200      200   200
+optout_link_attendee    404       404     404       404   404     404      404   404
+optout_as_gallery_link  404       404     404       404   404     404      404   404
 admin_index             login     login   login     login login   login    200   200
 admin_events            login     login   login     login login   login    403   200
 admin_event_change      login     login   login     login login   login    403   200
 admin_event_upload      login     login   login     login login   login    403   200
+admin_event_optouts     login     login   login     login login   login    403   200
 admin_photos            login     login   login     login login   login    403   200
 admin_photo_thumbnail   login     login   login     login login   login    403   200
 admin_selfies           login     login   login     login login   login    403   200
@@ -177,10 +182,19 @@ ROUTES: dict[str, Route] = {
     # The link in an e-mail: it needs no session, and only asks for a confirmation.
     "unsubscribe": Route("get", lambda w: reverse("gallery:unsubscribe", args=[w.event.slug, _unsubscribe_token(w)])),
     "photo_old_link": Route("get", _photo("gallery:photo_view", "green.jpg")),
+    # An opt-out's private link shows it and withdraws it (the link is the credential)...
+    "optout": Route("get", _event("gallery:optout")),
+    "optout_link": Route("get", lambda w: reverse("gallery:optout_link", args=[w.event.slug, _optout_token(w)])),
+    # ...an attendee's private link is no opt-out link, and an opt-out's opens no gallery.
+    "optout_link_attendee": Route("get", lambda w: reverse("gallery:optout_link", args=[w.event.slug, w.owner.token])),
+    "optout_as_gallery_link": Route(
+        "get", lambda w: reverse("gallery:me_resume", args=[w.event.slug, _optout_token(w)])
+    ),
     "admin_index": Route("get", lambda w: reverse("admin:index")),
     "admin_events": Route("get", lambda w: reverse("admin:gallery_event_changelist")),
     "admin_event_change": Route("get", lambda w: reverse("admin:gallery_event_change", args=[w.event.pk])),
     "admin_event_upload": Route("get", lambda w: reverse("admin:gallery_event_upload", args=[w.event.pk])),
+    "admin_event_optouts": Route("get", lambda w: reverse("admin:gallery_event_optouts", args=[w.event.pk])),
     "admin_photos": Route("get", lambda w: reverse("admin:gallery_photo_changelist")),
     "admin_photo_thumbnail": Route(
         "get", lambda w: reverse("admin:gallery_photo_thumbnail", args=[w.photos["red1.jpg"].pk])
@@ -189,6 +203,14 @@ ROUTES: dict[str, Route] = {
     "admin_matches": Route("get", lambda w: reverse("admin:gallery_match_changelist")),
     "admin_faces": Route("get", lambda w: reverse("admin:gallery_face_changelist")),
 }
+
+
+def _optout_token(world: World) -> str:
+    """An opt-out of the event (a row only: no template, so it hides nobody here)."""
+    optout = Attendee.objects.filter(event=world.event, opted_out=True).first()
+    return (
+        optout or Attendee.objects.create(event=world.event, consent_at=world.owner.consent_at, opted_out=True)
+    ).token
 
 
 def _unsubscribe_token(world: World) -> str:
@@ -219,7 +241,7 @@ def test_every_attendee_url_is_in_the_table():
 
     covered = {"home", "event", "privacy", "selfie_upload", "me", "me_status", "me_forget", "me_resume"}
     covered |= {"photo_view", "photo_image", "photo_thumbnail", "photo_download", "photo_reject", "photo_undo"}
-    covered |= {"photos_zip", "me_email", "me_email_stop", "unsubscribe"}
+    covered |= {"photos_zip", "me_email", "me_email_stop", "unsubscribe", "optout", "optout_link"}
     assert {pattern.name for pattern in urlpatterns} <= covered
 
 
