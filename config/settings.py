@@ -406,6 +406,9 @@ SELFIE_UPLOADS_PER_CLIENT = env_int("SELFIE_UPLOADS_PER_CLIENT", 10)
 SELFIE_UPLOADS_PER_ADDRESS = env_int("SELFIE_UPLOADS_PER_ADDRESS", 300)
 SELFIE_UPLOADS_PER_EVENT = env_int("SELFIE_UPLOADS_PER_EVENT", 3000)
 SELFIE_UPLOAD_WINDOW = env_int("SELFIE_UPLOAD_WINDOW", 10 * 60)
+# A selfie deleted (or replaced) less than this many minutes after it was matched is
+# listed on the organizer's audit page: searching for someone, then hiding the search.
+AUDIT_QUICK_DELETE_MINUTES = env_int("AUDIT_QUICK_DELETE_MINUTES", 10)
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)

@@ -28,6 +28,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
 from gallery.models import Attendee, Event, Photo
 
@@ -395,3 +396,14 @@ def optout_for_link(request: HttpRequest, slug: str, token: str) -> Attendee:
     if optout is None:
         raise Http404("No such opt-out.")
     return optout
+
+
+def client_tag(request: HttpRequest) -> str:
+    """A short keyed hash of the client's address and the day, for the audit page.
+
+    Organizers can see that one client hit the limits many times without ever
+    seeing its address; the tag changes every day, so it tracks nobody for long.
+    """
+    day = timezone.now().date().isoformat()
+    message = f"{day}:{client_ip(request)}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()[:12]

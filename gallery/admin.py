@@ -11,11 +11,12 @@ import json
 from collections.abc import Callable
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, TruncHour
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import URLPattern, path, reverse
@@ -29,7 +30,7 @@ from gallery import access, dashboard, poster, services
 from gallery.forms import OptOutRegisterForm, PhotoUploadForm
 from gallery.images import ImageProblem
 from gallery.links import current_request, public_url
-from gallery.models import Attendee, Event, Face, Match, Photo, Selfie, Upload
+from gallery.models import Attendee, AuditEntry, Event, Face, Match, Photo, Selfie, Upload
 from gallery.serving import serve_file
 
 
@@ -229,13 +230,15 @@ class EventAdmin(OrganizerAdmin):
         optouts = reverse("admin:gallery_event_optouts", args=[obj.pk])
         return format_html(
             '<a href="{}">{}</a><br><a class="button organizer-upload" href="{}">{}</a> '
-            '<a class="button" href="{}">{}</a>',
+            '<a class="button" href="{}">{}</a> <a class="button" href="{}">{}</a>',
             url,
             url,
             upload,
             gettext("Upload photos"),
             optouts,
             gettext("Opt-outs"),
+            reverse("admin:gallery_event_audit", args=[obj.pk]),
+            gettext("Audit"),
         )
 
     @admin.display(description=_("QR code"))
@@ -273,6 +276,7 @@ class EventAdmin(OrganizerAdmin):
             view("rematch", "rematch/", self.rematch_view),
             view("purge", "purge/", self.purge_view),
             view("optouts", "opt-outs/", self.optouts_view),
+            view("audit", "audit/", self.audit_view),
             *super().get_urls(),
         ]
 
@@ -280,6 +284,38 @@ class EventAdmin(OrganizerAdmin):
         """The event, if this user may change it: 403 without the permission, 404 if it is not theirs."""
         self._check_may_change(request)
         return access.event_for_organizer(request, event_id)
+
+    def audit_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
+        """Signs of abuse, without a face: selfies per hour, clients that hit the limits, quick deletions."""
+        event = self._event_for_change(request, event_id)
+        entries = AuditEntry.objects.filter(event=event)
+        per_hour = (
+            entries.filter(kind__in=[AuditEntry.Kind.SELFIE, AuditEntry.Kind.OPTOUT])
+            .annotate(hour=TruncHour("created_at"))
+            .values("hour")
+            .annotate(
+                selfies=Count("pk", filter=Q(kind=AuditEntry.Kind.SELFIE)),
+                optouts=Count("pk", filter=Q(kind=AuditEntry.Kind.OPTOUT)),
+            )
+            .order_by("-hour")[:72]
+        )
+        limited = (
+            entries.filter(kind=AuditEntry.Kind.LIMIT)
+            .values("client")
+            .annotate(hits=Count("pk"), last=Max("created_at"))
+            .order_by("-hits", "-last")[:100]
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "event": event,
+            "per_hour": per_hour,
+            "limited": limited,
+            "quick_deletes": entries.filter(kind=AuditEntry.Kind.QUICK_DELETE)[:100],
+            "quick_minutes": settings.AUDIT_QUICK_DELETE_MINUTES,
+            "title": gettext("Audit of %(event)s") % {"event": event.name},
+        }
+        return render(request, "admin/gallery/event/audit.html", context)
 
     def optouts_view(self, request: HttpRequest, event_id: int) -> HttpResponse:
         """The event's opt-outs (no faces shown), registering new ones (one photo each), withdrawing one."""

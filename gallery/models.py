@@ -530,3 +530,31 @@ class UploadChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.upload_id}#{self.index}"
+
+
+class AuditEntry(models.Model):
+    """A sign of abuse for the organizer's audit page: never a face, an image or an address.
+
+    `client` is a keyed hash of the client's address (gallery.access.client_tag): the
+    same client shows as the same tag for a day, and the tag tells nobody its address.
+    """
+
+    class Kind(models.TextChoices):
+        SELFIE = "selfie", "Selfie"
+        OPTOUT = "optout", "Opt-out"
+        LIMIT = "limit", "Selfie limit reached"
+        QUICK_DELETE = "quick-delete", "Selfies deleted soon after matching"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="audit_entries")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    client = models.CharField(max_length=16, blank=True)
+    # Selfies concerned (deleted ones); 1 for the others.
+    count = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.client} ({self.event_id})"

@@ -14,7 +14,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -40,7 +40,18 @@ from PIL import Image
 from gallery import access, jobs
 from gallery.images import ImageProblem, exif_datetime, file_suffix, identify, jpeg_file
 from gallery.links import public_url
-from gallery.models import ORIGINAL_PREFIX, Attendee, Event, Match, Photo, Rejection, Selfie, Upload, UploadChunk
+from gallery.models import (
+    ORIGINAL_PREFIX,
+    Attendee,
+    AuditEntry,
+    Event,
+    Match,
+    Photo,
+    Rejection,
+    Selfie,
+    Upload,
+    UploadChunk,
+)
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -348,6 +359,7 @@ def selfie_create(
     attendee: Attendee | None = None,
     replace: bool = False,
     opted_out: bool = False,
+    client: str = "",
 ) -> Selfie:
     """Store the selfie as it came and queue its matching; the job makes the small copy.
 
@@ -394,9 +406,13 @@ def selfie_create(
             # Their private link now stands for the code this selfie was taken under.
             Attendee.objects.filter(pk=attendee.pk).update(code_digest=access.code_digest(event))
             # The deletion signals remove their files and remote faces (after commit).
-            (attendee.selfies.all() if replace else attendee.selfies.failed()).delete()
+            gone = attendee.selfies.all() if replace else attendee.selfies.failed()
+            _quick_deletes_record(event=event, selfies=gone, client=client)
+            gone.delete()
             selfie.attendee = attendee
             selfie.save()
+            kind = AuditEntry.Kind.OPTOUT if attendee.opted_out else AuditEntry.Kind.SELFIE
+            AuditEntry.objects.create(event=event, kind=kind, client=client)
             jobs.enqueue_selfie_match(selfie.pk)
     except DatabaseError as exc:
         # A face must never stay on disk without the row that would delete it.
@@ -405,14 +421,14 @@ def selfie_create(
     return selfie
 
 
-def optout_create(*, event: Event, upload: IO[bytes], consent: bool) -> Attendee:
+def optout_create(*, event: Event, upload: IO[bytes], consent: bool, client: str = "") -> Attendee:
     """Opt a person out of the event: one photo of them, whose template only hides them.
 
     Stored and enrolled like a selfie (same checks, same small copy, same retention),
     then its job marks and blurs their faces and takes them out of everyone's results.
     The returned attendee's private link withdraws the opt-out and opens nothing else.
     """
-    return selfie_create(event=event, upload=upload, consent=consent, opted_out=True).attendee
+    return selfie_create(event=event, upload=upload, consent=consent, opted_out=True, client=client).attendee
 
 
 def optout_withdraw(*, optout: Attendee) -> None:
@@ -467,9 +483,24 @@ def attendee_email_stop(*, attendee: Attendee) -> None:
     Attendee.objects.filter(pk=attendee.pk).update(email="", email_consent_at=None, email_language="", email_site="")
 
 
-def attendee_delete(*, attendee: Attendee) -> None:
+def attendee_delete(*, attendee: Attendee, client: str = "") -> None:
     """Forget an attendee: their selfies, faces and matches (files via signals), and their "not me" marks."""
-    attendee.delete()
+    with transaction.atomic():
+        _quick_deletes_record(event=attendee.event, selfies=attendee.selfies.all(), client=client)
+        attendee.delete()
+
+
+def _quick_deletes_record(*, event: Event, selfies: models.QuerySet[Selfie], client: str) -> None:
+    """Selfies deleted soon after they were matched go on the audit page (how many, never which)."""
+    since = timezone.now() - timedelta(minutes=settings.AUDIT_QUICK_DELETE_MINUTES)
+    count = selfies.searching().filter(matched_at__gte=since).count()
+    if count:
+        AuditEntry.objects.create(event=event, kind=AuditEntry.Kind.QUICK_DELETE, client=client, count=count)
+
+
+def audit_limit_record(*, event: Event, client: str) -> None:
+    """A client reached a selfie limit: on the audit page."""
+    AuditEntry.objects.create(event=event, kind=AuditEntry.Kind.LIMIT, client=client)
 
 
 def photo_reject(*, attendee: Attendee, photo: Photo) -> None:
@@ -521,6 +552,7 @@ def attendee_data_purge(*, event: Event, dry_run: bool = False) -> PurgeCounts:
             # Selfies first (they point at attendees), each with its signals.
             Selfie.objects.filter(event=event).delete()
             attendees.delete()
+            AuditEntry.objects.filter(event=event).delete()
     return counts
 
 

@@ -105,7 +105,7 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     attendee = access.attendee_for_visitor(request, event) if adding else own
     status, headers = 400, {}
     if form.is_valid() and not access.selfie_upload_attempt(request, event).allowed:
-        status, headers = 429, _too_many_selfies(form)
+        status, headers = 429, _too_many_selfies(request, event, form)
     elif form.is_valid():
         try:
             selfie = services.selfie_create(
@@ -114,6 +114,7 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 consent=True,
                 attendee=attendee,
                 replace=not adding,
+                client=access.client_tag(request),
             )
         except (ImageProblem, services.SelfieLimit) as exc:
             form.add_error("image", str(exc))
@@ -131,7 +132,8 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     return response
 
 
-def _too_many_selfies(form: SelfieForm | OptOutForm) -> dict[str, str]:
+def _too_many_selfies(request: HttpRequest, event: Event, form: SelfieForm | OptOutForm) -> dict[str, str]:
+    services.audit_limit_record(event=event, client=access.client_tag(request))
     form.add_error("image", _("Too many selfies in a short time. Please wait a few minutes, then try again."))
     return {"Retry-After": str(settings.SELFIE_UPLOAD_WINDOW)}
 
@@ -143,10 +145,12 @@ def optout(request: HttpRequest, slug: str) -> HttpResponse:
     status, headers = (400 if request.method == "POST" else 200), {}
     # The same limits as selfies: an opt-out is a face upload too.
     if form.is_valid() and not access.selfie_upload_attempt(request, event).allowed:
-        status, headers = 429, _too_many_selfies(form)
+        status, headers = 429, _too_many_selfies(request, event, form)
     elif form.is_valid():
         try:
-            created = services.optout_create(event=event, upload=form.cleaned_data["image"], consent=True)
+            created = services.optout_create(
+                event=event, upload=form.cleaned_data["image"], consent=True, client=access.client_tag(request)
+            )
         except ImageProblem as exc:
             form.add_error("image", str(exc))
         except services.SelfieNotStored:
@@ -307,7 +311,7 @@ def me_forget(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect("gallery:event", slug=event.slug)
         return render(request, "gallery/forget.html", {"event": event})
     if attendee is not None:
-        services.attendee_delete(attendee=attendee)
+        services.attendee_delete(attendee=attendee, client=access.client_tag(request))
         messages.success(request, _("Your selfies and the list of your photos were deleted."))
     access.attendee_forget(request, event)
     return redirect("gallery:event", slug=event.slug)

@@ -69,6 +69,7 @@ admin_events            login     login   login     login login   login    403  
 admin_event_change      login     login   login     login login   login    403   200
 admin_event_upload      login     login   login     login login   login    403   200
 admin_event_optouts     login     login   login     login login   login    403   200
+admin_event_audit       login     login   login     login login   login    403   200
 admin_photos            login     login   login     login login   login    403   200
 admin_photo_thumbnail   login     login   login     login login   login    403   200
 admin_selfies           login     login   login     login login   login    403   200
@@ -195,6 +196,7 @@ ROUTES: dict[str, Route] = {
     "admin_event_change": Route("get", lambda w: reverse("admin:gallery_event_change", args=[w.event.pk])),
     "admin_event_upload": Route("get", lambda w: reverse("admin:gallery_event_upload", args=[w.event.pk])),
     "admin_event_optouts": Route("get", lambda w: reverse("admin:gallery_event_optouts", args=[w.event.pk])),
+    "admin_event_audit": Route("get", lambda w: reverse("admin:gallery_event_audit", args=[w.event.pk])),
     "admin_photos": Route("get", lambda w: reverse("admin:gallery_photo_changelist")),
     "admin_photo_thumbnail": Route(
         "get", lambda w: reverse("admin:gallery_photo_thumbnail", args=[w.photos["red1.jpg"].pk])
