@@ -38,12 +38,12 @@ class OptOutForm(forms.Form):
         label=_("A photo of your face"),
         error_messages={"required": _("Please choose or take a selfie."), "empty": _("That file is empty.")},
     )
-    consent = forms.BooleanField(
-        label=_(
+    consent = consent_field(
+        _(
             "I agree that Trouvaille computes a biometric template of my face from this photo, "
             "only to hide me in this event's photos. I can withdraw it at any time with my private link."
         ),
-        error_messages={"required": _("Please agree to the use of your photo to hide you.")},
+        refused=_("Please agree to the use of your photo to hide you."),
     )
 
 
