@@ -216,3 +216,25 @@ def test_optouts_admin_is_for_staff_only(event, client, django_user_model) -> No
     user = django_user_model.objects.create_user("visitor", password="x", is_staff=True)
     client.force_login(user)
     assert client.get(url).status_code == 403
+
+
+def test_an_optout_wins_its_faces_even_against_a_selfie_cut_from_the_photo(dlib_engine, event, run_jobs) -> None:
+    """The searcher's selfie is Obama's face cut out of the group photo itself: nearer to
+    that face than any opt-out template can be. The one-person-per-face rule would give
+    the face to the nearer selfie; an opt-out wins it anyway."""
+    with run_jobs():
+        _import(event, GROUP)
+        optout = services.optout_create(event=event, upload=sample_upload(OPTOUT), consent=True)
+    template = optout.selfies.get().vector()
+    image = Image.open(sample(GROUP)).convert("RGB")
+    face = min(get_engine("dlib").detect(image), key=lambda found: np.linalg.norm(found.embedding - template))
+    margin = face.width
+    crop = image.crop((face.left - margin, face.top - margin, face.left + 2 * face.width, face.top + 2 * face.height))
+    buffer = io.BytesIO()
+    crop.save(buffer, format="JPEG", quality=95)
+    with run_jobs():
+        searcher = services.selfie_create(event=event, upload=upload("me.jpg", buffer.getvalue()), consent=True)
+    searcher.refresh_from_db()
+    assert searcher.match_state == Selfie.State.DONE
+    assert np.linalg.norm(searcher.vector() - face.embedding) < np.linalg.norm(template - face.embedding)
+    assert _gallery(searcher) == set()
