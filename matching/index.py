@@ -287,8 +287,8 @@ def opted_out_mask(
 ) -> NDArray[np.bool_]:
     """Per face: does it belong to an opted-out person?
 
-    An opt-out wins its faces: any face within FACE_TOLERANCE of a template is
-    theirs, even when an attendee's selfie is nearer (otherwise a selfie made
+    An opt-out wins its faces: any face within tolerance of a template (the event's
+    or FACE_TOLERANCE, whichever is larger) is theirs, even when an attendee's selfie is nearer (otherwise a selfie made
     from the photo itself would take the face back). A look-alike attendee may
     lose a photo: the price of never showing someone who said no.
     """
