@@ -26,7 +26,15 @@ INSTRUCTIONS = (
 
 def _lines(event: Event, url: str) -> dict[str, str]:
     code = f"Code : {event.access_code} / Code: {event.access_code}" if event.access_code else ""
-    return {"name": event.name, "date": date_format(event.date, "DATE_FORMAT"), "url": url, "code": code}
+    # People who do not want to be shown opt out there (issue #13): said on the poster too.
+    optout = f"Ne pas apparaître / Don't show me: {url.rstrip('/')}/opt-out/"
+    return {
+        "name": event.name,
+        "date": date_format(event.date, "DATE_FORMAT"),
+        "url": url,
+        "code": code,
+        "optout": optout,
+    }
 
 
 def poster_svg(event: Event, url: str) -> str:
@@ -53,6 +61,7 @@ def poster_svg(event: Event, url: str) -> str:
 <text x="105" y="248" font-size="7">{escape(INSTRUCTIONS[0])}</text>
 <text x="105" y="260" font-size="7" font-style="italic">{escape(INSTRUCTIONS[1])}</text>
 <text x="105" y="280" font-size="4.5" fill="#444">{text["url"]}</text>
+<text x="105" y="288" font-size="4" fill="#444">{text["optout"]}</text>
 </g>
 </svg>
 """
@@ -88,6 +97,7 @@ def poster_png(event: Event, url: str, *, dpi: int = 150) -> bytes:
     centred(248, 7, INSTRUCTIONS[0])
     centred(260, 7, INSTRUCTIONS[1])
     centred(280, 4.5, lines["url"], fill="#444")
+    centred(288, 4, lines["optout"], fill="#444")
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", dpi=(dpi, dpi))
     return buffer.getvalue()

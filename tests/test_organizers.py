@@ -428,6 +428,7 @@ def test_poster_is_an_a4_page_with_name_date_qr_code_and_instructions(world, set
     assert "Gala &lt;des&gt; Élèves &amp; co" in text  # escaped: a name is never markup
     assert "Scannez le code" in text and "Scan the code" in text and "ROSE" in text
     assert f"/e/{event.slug}/" in text
+    assert f"Don't show me: https://photos.example.org/e/{event.slug}/opt-out/" in text  # issue #13
     png = alice.get(reverse("admin:gallery_event_poster_png", args=[event.pk]))
     image = Image.open(io.BytesIO(png.content))
     assert image.format == "PNG" and image.size == (1240, 1754)
