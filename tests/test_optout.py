@@ -238,3 +238,32 @@ def test_an_optout_wins_its_faces_even_against_a_selfie_cut_from_the_photo(dlib_
     assert searcher.match_state == Selfie.State.DONE
     assert np.linalg.norm(searcher.vector() - face.embedding) < np.linalg.norm(template - face.embedding)
     assert _gallery(searcher) == set()
+
+
+def test_blurred_copies_keep_the_events_watermark(event, run_jobs) -> None:
+    """Fake engine (one face in the middle of the photo): the copies made again for an
+    opt-out are blurred where the face is and still carry the organizer's watermark."""
+    from gallery import branding
+    from gallery.images import faces_blurred, fitted
+
+    event.watermark_text = "ACME PHOTO"
+    event.watermark_opacity = 100
+    event.save()
+    noisy = Image.fromarray(np.random.default_rng(7).integers(100, 255, (300, 400, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="PNG")
+    with run_jobs():
+        services.photo_import(event=event, name="party.png", fileobj=io.BytesIO(buffer.getvalue()))
+        services.optout_create(event=event, upload=upload("me.png", buffer.getvalue()), consent=True)
+    face = Face.objects.get()
+    assert face.opted_out
+    photo = Photo.objects.get()
+    with photo.display.open("rb") as stored:
+        served = np.asarray(Image.open(stored).convert("RGB"), dtype=np.float64)
+    box = (face.left, face.top, face.width, face.height)
+    blurred = fitted(faces_blurred(noisy, [box]), 3000)
+    expected = np.asarray(branding.watermarked(blurred, event), dtype=np.float64)
+    unmarked = np.asarray(blurred, dtype=np.float64)
+    assert np.abs(served - expected).mean() < np.abs(served - unmarked).mean()  # the watermark is there
+    middle = served[face.top + 20 : face.top + face.height - 20, face.left + 20 : face.left + face.width - 20]
+    assert middle.std() < np.asarray(noisy, dtype=np.float64).std() / 4  # the face is blurred
