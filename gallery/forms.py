@@ -10,6 +10,15 @@ def consent_field(label: str | Promise, *, refused: str | Promise) -> forms.Bool
     return forms.BooleanField(label=label, error_messages={"required": refused})
 
 
+def face_image_field(label: str | Promise) -> forms.FileField:
+    """A photo of the person's own face. Size and content are judged by the service that
+    stores it (services.selfie_create, optout_create), for every caller."""
+    return forms.FileField(
+        label=label,
+        error_messages={"required": _("Please choose or take a selfie."), "empty": _("That file is empty.")},
+    )
+
+
 # The attendee templates write these inputs out themselves (camera button, consent
 # box); the forms validate and carry the labels and messages.
 class CodeForm(forms.Form):
@@ -17,11 +26,7 @@ class CodeForm(forms.Form):
 
 
 class SelfieForm(forms.Form):
-    # Size and content are judged by services.selfie_create, for every caller.
-    image = forms.FileField(
-        label=_("Your selfie"),
-        error_messages={"required": _("Please choose or take a selfie."), "empty": _("That file is empty.")},
-    )
+    image = face_image_field(_("Your selfie"))
     consent = consent_field(
         _(
             "I agree that Trouvaille computes a biometric template of my face from this selfie, "
@@ -34,10 +39,7 @@ class SelfieForm(forms.Form):
 class OptOutForm(forms.Form):
     """The same fields as the selfie form; the consent is to a template used only to hide the person."""
 
-    image = forms.FileField(
-        label=_("A photo of your face"),
-        error_messages={"required": _("Please choose or take a selfie."), "empty": _("That file is empty.")},
-    )
+    image = face_image_field(_("A photo of your face"))
     consent = consent_field(
         _(
             "I agree that Trouvaille computes a biometric template of my face from this photo, "
