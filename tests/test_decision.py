@@ -207,6 +207,10 @@ def test_changing_the_event_tolerance_in_the_admin_matches_its_selfies_again(eve
         "access_code": "",
         "published": "on",
         "retention_days": str(event.retention_days or 30),
+        # Unchanged: a watermark change would make the photos' copies again (a reindex).
+        "watermark_text": event.watermark_text,
+        "watermark_position": event.watermark_position,
+        "watermark_opacity": str(event.watermark_opacity),
         "face_tolerance": "0.5",
     }
     with run_jobs():
