@@ -17,6 +17,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logging import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -32,17 +34,37 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
 def env_bool(name: str, default: bool) -> bool:
-    value = env(name, "1" if default else "0").strip().lower()
-    return value in {"1", "true", "yes", "on"}
+    """A yes/no variable. Anything but the usual spellings refuses to start: a typo
+    (SECURE_COOKIES=flase) must not silently turn a protection off."""
+    value = env(name).strip().lower()
+    if not value:
+        return default
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise ImproperlyConfigured(f"{name}={value!r} is not a yes/no value: use 1/0, true/false, yes/no or on/off")
+
+
+def _number(name: str, default: float, kind: type[int] | type[float]) -> float:
+    value = env(name).strip()
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a valid {kind.__name__}") from None
 
 
 def env_int(name: str, default: int) -> int:
-    return int(env(name, str(default)))
+    return int(_number(name, default, int))
 
 
 def env_float(name: str, default: float) -> float:
-    return float(env(name, str(default)))
+    return float(_number(name, default, float))
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -125,8 +147,6 @@ LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("fr", "Français")]
 LOCALE_PATHS = [BASE_DIR / "gallery" / "locale"]
 TIME_ZONE = env("TIME_ZONE", "UTC")
-USE_I18N = True
-USE_TZ = True
 
 # --- Database -----------------------------------------------------------------
 
@@ -168,10 +188,9 @@ else:
         }
     }
 
-Q_WORKERS = env_int("Q_WORKERS", max(1, os.cpu_count() or 1))
 Q_CLUSTER = {
     "name": env("Q_CLUSTER_NAME", "trouvaille"),
-    "workers": Q_WORKERS,
+    "workers": env_int("Q_WORKERS", max(1, os.cpu_count() or 1)),
     # A task may run this long; an index job on one large photo takes seconds.
     "timeout": env_int("Q_TIMEOUT", 300),
     # Must exceed the timeout, or a slow task is handed to a second worker.
@@ -187,6 +206,11 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Jobs",
 }
+if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
+    raise ImproperlyConfigured(
+        f"Q_RETRY ({Q_CLUSTER['retry']} s) must be longer than Q_TIMEOUT ({Q_CLUSTER['timeout']} s), "
+        "or a job still running is handed to a second worker"
+    )
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
@@ -198,9 +222,6 @@ else:
 # every photo and selfie whose job was lost: claimed longer than Q_TIMEOUT ago by
 # a worker that died, or pending with no job in the queue (`reindex --stuck`).
 Q_SWEEP_MINUTES = env_int("Q_SWEEP_MINUTES", 5)
-
-# Run jobs inline instead of queueing them (tests, debugging). Read at call time.
-JOBS_SYNC = env_bool("JOBS_SYNC", False)
 
 # --- Files --------------------------------------------------------------------
 
@@ -290,12 +311,12 @@ FACE_BACKEND = env("FACE_BACKEND", "dlib")
 # default. docs/accuracy.md has the measurements behind every default here.
 FACE_TOLERANCE = env_float("FACE_TOLERANCE", 0.62)
 # Smallest face to find, as a share of the photo's longest side (100 px in 4000 px).
-FACE_MIN_SIZE_RATIO = env_float("FACE_MIN_SIZE_RATIO", 0.025)
+_FACE_MIN_SIZE_RATIO = env_float("FACE_MIN_SIZE_RATIO", 0.025)
 FACE_DETECT_UPSAMPLE = env_int("FACE_DETECT_UPSAMPLE", 1)
 # dlib's HOG detector finds faces from ~80 px; each upsample halves that. Photos
 # are downscaled before detection (its cost grows with pixels) to the size where
 # the smallest wanted face is still found: 80 / 2 / 0.025 = 1600 px by default.
-FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", math.ceil(80 / 2**FACE_DETECT_UPSAMPLE / FACE_MIN_SIZE_RATIO))
+FACE_DETECT_MAX_SIDE = env_int("FACE_DETECT_MAX_SIDE", math.ceil(80 / 2**FACE_DETECT_UPSAMPLE / _FACE_MIN_SIZE_RATIO))
 FACE_MODEL = env("FACE_MODEL", "hog")
 # Each job worker keeps recently searched events' face matrices in memory, up to this
 # many bytes (532 bytes a face: 512 of embedding, 8 of photo id, 4 each of squared norm,
@@ -367,12 +388,9 @@ _check_rekognition()
 
 # --- Security -----------------------------------------------------------------
 
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SAMESITE = "Lax"
+# Django's defaults stand for the rest: HttpOnly and SameSite=Lax session cookies,
+# X-Frame-Options: DENY, nosniff, Referrer-Policy: same-origin.
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 90  # attendees come back to new photos for weeks
-X_FRAME_OPTIONS = "DENY"
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "same-origin"
 # The reverse proxies (addresses or networks) in front of the web server: only a
 # request coming from one of them has its X-Forwarded-For believed (the last hop
 # that is not a trusted proxy is the client) and its X-Forwarded-Proto. Default:
@@ -428,30 +446,11 @@ if not DEBUG:
 
 # --- Logging ------------------------------------------------------------------
 
-LOG_LEVEL = env("LOG_LEVEL", "INFO")
-LOG_FORMAT = env("LOG_FORMAT", "text" if DEBUG else "json")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {"()": "config.logging.JsonFormatter"},
-        "text": {
-            "()": "config.logging.TextFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(extra_fields)s",
-        },
-    },
-    "filters": {"extra_fields": {"()": "config.logging.ExtraFieldsFilter"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["extra_fields"]},
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.server": {"level": "WARNING"},
-        "django-q": {"level": env("Q_LOG_LEVEL", "WARNING")},
-        # Scanners probing with wrong Host headers are not errors worth a traceback.
-        "django.security.DisallowedHost": {"level": "CRITICAL", "propagate": False},
-    },
-}
+LOGGING = logging_config(
+    level=env("LOG_LEVEL", "INFO"),
+    fmt=env("LOG_FORMAT", "text" if DEBUG else "json"),
+    jobs_level=env("Q_LOG_LEVEL", "WARNING"),
+)
 
 
 def _check_production() -> None:

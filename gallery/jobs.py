@@ -12,9 +12,12 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.utils.module_loading import import_string
 
 logger = logging.getLogger("trouvaille.jobs")
+
+
+def _sync() -> bool:
+    return bool(settings.Q_CLUSTER.get("sync", False))
 
 
 def enqueue(func: str, *args: object, group: str | None = None) -> None:
@@ -26,13 +29,12 @@ def enqueue(func: str, *args: object, group: str | None = None) -> None:
     name = f"{func.rsplit('.', 1)[-1]}:{','.join(map(str, args))[:60]}:{job_id}"
 
     def send() -> None:
-        # Read at call time (unlike django-q2's `sync`), so tests can switch it.
-        if settings.JOBS_SYNC:
-            import_string(func)(*args, job_id=job_id)
-            return
         from django_q.tasks import async_task
 
-        async_task(func, *args, job_id=job_id, group=group, task_name=name)
+        # Q_CLUSTER["sync"] runs the job inline, through django-q2's own worker code
+        # (arguments pickled and signed as for the broker). Passed per call because
+        # django-q2 reads Q_CLUSTER only once, at import: tests switch it per test.
+        async_task(func, *args, job_id=job_id, group=group, task_name=name, sync=_sync())
 
     # robust: the rows are committed either way; a broker outage must not turn
     # the attendee's upload into an error page. The row stays pending and
@@ -46,7 +48,7 @@ def waiting() -> int:
     The ORM broker also counts jobs a cluster has fetched but not acknowledged;
     Redis only knows its list (a cluster's few prefetched jobs are invisible).
     """
-    if settings.JOBS_SYNC:
+    if _sync():
         return 0
     from django_q.brokers import get_broker
 

@@ -20,6 +20,7 @@ from django.db import connection
 from PIL import Image
 
 from gallery.models import Attendee, Event, Selfie
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "gallery" / "sample_photos"
@@ -36,11 +37,16 @@ BIDEN_SELFIE = SAMPLES / "people/biden/biden2.jpg"
 PEOPLE = sorted({person for entry in LABELS.values() for person in entry["people"]})
 
 
+def jobs_inline(settings, inline: bool) -> None:
+    """Run queued jobs inline (django-q2's sync mode) or hand them to the broker."""
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": inline}
+
+
 @pytest.fixture(autouse=True)
 def _isolated(settings, tmp_path: Path) -> None:
     """Every test gets its own media folder; jobs run inline unless a test says otherwise."""
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.JOBS_SYNC = True
+    jobs_inline(settings, True)
     settings.FACE_BACKEND = "fake"
     if not settings.REDIS_URL:
         # django-q2 keeps cluster heartbeats in this cache: a cluster running
@@ -145,10 +151,10 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> Non
 def qcluster(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start `manage.py qcluster` against the test database; stopped at teardown.
 
-    Jobs are queued for real (JOBS_SYNC off) on the configured broker: the ORM
+    Jobs are queued for real (not inline) on the configured broker: the ORM
     queue in the test database, or Redis when REDIS_URL is set.
     """
-    settings.JOBS_SYNC = False
+    jobs_inline(settings, False)
     processes: list[subprocess.Popen] = []
     log = tmp_path / "qcluster.log"
 
@@ -159,7 +165,6 @@ def qcluster(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "CACHE_DIR": str(tmp_path / "cache"),
             "FACE_BACKEND": settings.FACE_BACKEND,
-            "JOBS_SYNC": "0",
             "Q_WORKERS": "2",
             **extra_env,
         }
@@ -218,14 +223,6 @@ def corrupt_jpeg() -> bytes:
 # --- A real S3 API on loopback (moto's standalone server) ------------------------------
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.pages import attribute_values
+from tests.ports import free_port
 from tests.test_settings import PRODUCTION
 
 
-def _get(url: str, host: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Host": host, "X-Forwarded-Proto": "https"})
+def _get(url: str, host: str, **headers: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Host": host, "X-Forwarded-Proto": "https", **headers})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # loopback test server
             return response.status, response.read()
@@ -29,6 +32,7 @@ def _get(url: str, host: str) -> tuple[int, bytes]:
 
 @pytest.fixture
 def gunicorn(tmp_path: Path):
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "AWS_"))},
         **PRODUCTION,
@@ -36,9 +40,9 @@ def gunicorn(tmp_path: Path):
         "MEDIA_ROOT": str(tmp_path / "media"),
         "STATIC_ROOT": str(tmp_path / "static"),
         "CACHE_DIR": str(tmp_path / "cache"),
-        "GUNICORN_BIND": f"127.0.0.1:{free_port()}",
+        # Gunicorn's own variables override gunicorn.conf.py.
+        "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} --no-control-socket",
         "WEB_CONCURRENCY": "2",
-        "GUNICORN_CONTROL_SOCKET": "off",
     }
     for command in (["migrate", "--noinput", "-v", "0"], ["collectstatic", "--noinput", "-v", "0"]):
         subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True)
@@ -50,7 +54,7 @@ def gunicorn(tmp_path: Path):
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    base = f"http://{env['GUNICORN_BIND']}"
+    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -70,17 +74,28 @@ def test_gunicorn_serves_the_app_with_production_settings(gunicorn):
 
     status, page = _get(f"{base}/", "photos.example.org")
     assert status == 200
-    css = page.decode().split('href="/static/css/')[1].split('"')[0]
-    assert css.startswith("site.") and css != "site.css"  # hashed name from the manifest
-    status, stylesheet = _get(f"{base}/static/css/{css}", "photos.example.org")
+    css = next(href for href in attribute_values(page.decode(), "link", "href") if href.startswith("/static/css/"))
+    assert css.startswith("/static/css/site.") and css != "/static/css/site.css"  # hashed name from the manifest
+    status, stylesheet = _get(f"{base}{css}", "photos.example.org")
     assert status == 200 and b".grid" in stylesheet
 
     assert _get(f"{base}/", "evil.example.com")[0] == 400  # not in DJANGO_ALLOWED_HOSTS
-    assert _get(f"{base}/e/nope/me/SECRET-TOKEN-123/", "photos.example.org")[0] == 404
+    token = secrets.token_urlsafe(32)
+    referer = {"Referer": f"https://photos.example.org/e/nope/me/{token}/"}
+    assert _get(f"{base}/e/nope/me/{token}/", "photos.example.org", **referer)[0] == 404
+    # Without the trailing slash (redirected to the slash form), and with a query.
+    assert _get(f"{base}/e/nope/me/{token}", "photos.example.org")[0] == 404  # urllib follows the redirect
+    assert _get(f"{base}/e/nope/me/{token}?lang=fr", "photos.example.org")[0] == 404
 
     time.sleep(0.5)  # the access log is written after the response
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    assert "SECRET-TOKEN-123" not in log.read_text()  # private links are never logged
-    assert any(line.get("path") == "/e/nope/me/<redacted>/" for line in lines)
-    access = [line for line in lines if line.get("logger") == "gunicorn.access" and line["path"] == "/healthz"]
-    assert access and access[0]["status"] == 200 and access[0]["method"] == "GET" and access[0]["duration_ms"] >= 0
+    text = log.read_text()
+    assert token not in text  # private links are never logged, by Django or by gunicorn
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    access = [line for line in lines if line["logger"] == "gunicorn.access"]
+    assert {line["path"] for line in access} >= {"/healthz", "/e/nope/me/<redacted>/", "/e/nope/me/<redacted>"}
+    assert any(line["referer"] == "https://photos.example.org/e/nope/me/<redacted>/" for line in access)
+    healthz = next(line for line in access if line["path"] == "/healthz")
+    assert healthz["status"] == 200 and healthz["method"] == "GET" and healthz["duration_ms"] >= 0
+    requests = [line for line in lines if line["logger"] == "trouvaille.request"]
+    assert any(line["path"] == "/e/nope/me/<redacted>" and line["status"] == 301 for line in requests)

@@ -13,14 +13,13 @@ from gallery import services
 from gallery.models import Face, Match, Photo, Selfie
 from matching import services as matching_services
 from matching.engines import get_engine
-from tests.conftest import jpeg_bytes, selfie_row
+from tests.conftest import jobs_inline, jpeg_bytes, selfie_row
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def pending_photo(event, settings) -> Photo:
-    settings.JOBS_SYNC = True
+def pending_photo(event) -> Photo:
     # Imported without running its job (no on-commit callbacks in this test transaction).
     services.photo_import(event=event, name="a.jpg", fileobj=io.BytesIO(jpeg_bytes()))
     return Photo.objects.get()
@@ -202,7 +201,7 @@ def test_a_broker_outage_does_not_break_the_upload(transactional_db, settings, m
 
     # transactional_db: the request commits for real, so the queueing callback runs in it.
     event = Event.objects.create(name="Outage", slug="outage")
-    settings.JOBS_SYNC = False
+    jobs_inline(settings, False)
 
     def broker_down(*args, **kwargs):
         raise ConnectionError("Redis is down")
@@ -234,7 +233,7 @@ def test_waiting_counts_the_real_broker_queue(transactional_db, settings):
 
     from gallery import jobs
 
-    settings.JOBS_SYNC = False
+    jobs_inline(settings, False)
     broker = get_broker()
     broker.purge_queue()
     before = jobs.waiting()

@@ -63,7 +63,6 @@ def aws(settings, monkeypatch, tmp_path) -> object:
     settings.AWS_CONCURRENT_REQUESTS = 4
     settings.AWS_MAX_ATTEMPTS = 3
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.JOBS_SYNC = True
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
