@@ -159,6 +159,8 @@ def logging_config(*, level: str, fmt: str, jobs_level: str) -> dict:
             "django-q": {**own_handler, "level": jobs_level},
             "gunicorn.error": {**own_handler, "level": level},
             "gunicorn.access": {**own_handler, "level": "INFO"},
+            # Failed and locked-out admin logins are warnings; its start banner is not news.
+            "axes": {**own_handler, "level": "WARNING"},
             # Scanners probing with wrong Host headers are not errors worth a traceback.
             "django.security.DisallowedHost": {"handlers": [], "level": "CRITICAL", "propagate": False},
         },

@@ -12,8 +12,11 @@ import math
 import os
 import re
 import tempfile
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import csp.constants as csp
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
@@ -92,6 +95,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_q",
+    "csp",
+    "axes",
     "gallery",
     "matching",
 ]
@@ -108,6 +113,15 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses to authenticate a locked-out client before any password check.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -427,6 +441,54 @@ SELFIE_UPLOAD_WINDOW = env_int("SELFIE_UPLOAD_WINDOW", 10 * 60)
 # A selfie deleted (or replaced) less than this many minutes after it was matched is
 # listed on the organizer's audit page: searching for someone, then hiding the search.
 AUDIT_QUICK_DELETE_MINUTES = env_int("AUDIT_QUICK_DELETE_MINUTES", 10)
+
+
+# Content-Security-Policy (django-csp): scripts and styles only from our own static
+# files, no inline code (an injected <script> or style="" does nothing). Images may
+# also be data: (the favicon), blob: (the selfie preview) and, with S3, the bucket
+# the photo views redirect to.
+def _media_origins() -> list[str]:
+    if not AWS_STORAGE_BUCKET_NAME:
+        return []
+    endpoint = urlsplit(env("AWS_S3_ENDPOINT_URL"))
+    if endpoint.netloc:  # path-style or virtual-hosted on an S3-compatible server
+        return [
+            f"{endpoint.scheme}://{endpoint.netloc}",
+            f"{endpoint.scheme}://{AWS_STORAGE_BUCKET_NAME}.{endpoint.netloc}",
+        ]
+    region = _media_storage["OPTIONS"]["region_name"]
+    hosts = [f"{AWS_STORAGE_BUCKET_NAME}.s3.amazonaws.com"]
+    if region:
+        hosts += [f"{AWS_STORAGE_BUCKET_NAME}.s3.{region}.amazonaws.com", f"s3.{region}.amazonaws.com"]
+    return [f"https://{host}" for host in hosts]
+
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF],
+        # The admin's change list adds one fixed <style> block (only on a list without
+        # actions): allowed by its hash, checked against Django's template by the tests.
+        "style-src": [csp.SELF, "'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='"],
+        "img-src": [csp.SELF, "data:", "blob:", *_media_origins()],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "form-action": [csp.SELF],
+        "frame-ancestors": [csp.NONE],
+    }
+}
+
+# Admin logins (django-axes): after ADMIN_LOGIN_ATTEMPTS wrong passwords from one
+# client address, its logins are refused (HTTP 429) for ADMIN_LOGIN_LOCKOUT seconds.
+# Per address, not per account, so nobody can lock an organizer out from elsewhere;
+# the address is the one the event-code limiter uses (X-Forwarded-For only from TRUSTED_PROXIES).
+# `manage.py axes_reset` lifts every lockout; the admin lists attempts and lockouts.
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_ATTEMPTS", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("ADMIN_LOGIN_LOCKOUT", 15 * 60))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_CLIENT_IP_CALLABLE = "gallery.access.client_ip"
+AXES_RESET_ON_SUCCESS = True
+
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)

@@ -34,7 +34,25 @@ BIDEN_TWICE_AND_KIT = [
 # Biden's selfie for them: a photo that is not indexed, nor a shot of the same
 # capture (biden.jpg is a crop of two_people.jpg).
 BIDEN_SELFIE = SAMPLES / "people/biden/biden2.jpg"
+# Browser tests use Debian's Chromium through pytest-playwright's fixtures; Playwright
+# never downloads a browser of its own.
+CHROMIUM = Path("/usr/bin/chromium")
 PEOPLE = sorted({person for entry in LABELS.values() for person in entry["people"]})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: pytest-playwright's Playwright lives for the rest of the
+    session, and while it does every test looks like async code to Django."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    return {
+        **browser_type_launch_args,
+        "executable_path": str(CHROMIUM),
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    }
 
 
 def jobs_inline(settings, inline: bool) -> None:

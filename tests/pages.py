@@ -44,3 +44,24 @@ def table_rows(html: str) -> list[list[str]]:
 def attribute_values(html: str, tag: str, attribute: str) -> list[str]:
     """The values of one attribute on every element with that tag, in document order."""
     return [attrs[attribute] or "" for name, attrs in _parse(html).attrs if name == tag and attribute in attrs]
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None], list[str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs), []))
+
+    def handle_data(self, data: str) -> None:
+        if self.elements and self.elements[-1][0] in {"script", "style"}:
+            self.elements[-1][2].append(data)
+
+
+def tags(html: str) -> list[tuple[str, dict[str, str | None], str]]:
+    """Every element: its tag, attributes, and (for script and style) its text."""
+    parser = _Elements()
+    parser.feed(html)
+    parser.close()
+    return [(tag, attrs, "".join(text)) for tag, attrs, text in parser.elements]

@@ -19,14 +19,12 @@ from pathlib import Path
 import pytest
 from django.db import connections
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, Playwright, expect
 
 from gallery import services
-from gallery.models import Photo
-from tests.conftest import BIDEN_SELFIE, BIDEN_TWICE_AND_KIT, jpeg_bytes, wait_for
+from gallery.models import Event, Photo
+from tests.conftest import BIDEN_SELFIE, BIDEN_TWICE_AND_KIT, CHROMIUM, jpeg_bytes, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 SHOTS = os.environ.get("BROWSER_SCREENSHOTS", "")
@@ -40,25 +38,33 @@ pytestmark = [
 
 
 @pytest.fixture(autouse=True)
-def _orm_next_to_playwright(monkeypatch) -> None:
-    # Playwright's sync API runs an asyncio event loop in this thread (in a greenlet),
-    # so Django's ORM believes it is called from async code and raises
-    # SynchronousOnlyOperation. Nothing is actually concurrent here: the test's own
-    # ORM calls run between browser steps, never inside the loop, so the check can be
-    # lifted (for these tests only; the live server answers in its own thread anyway).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def _close_connections() -> Iterator[None]:
+    yield
+    # ORM calls made while Playwright's loop runs use their own connections (Django
+    # sees an async context); close them here, in that context, or they keep the
+    # PostgreSQL test database from being dropped.
+    connections.close_all()
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-        # ORM calls made while Playwright's loop runs use their own connections
-        # (Django sees an async context); close them here, in that context, or
-        # they keep the PostgreSQL test database from being dropped.
-        connections.close_all()
+@pytest.fixture(scope="session")
+def playwright(django_db_setup, playwright: Playwright) -> Iterator[Playwright]:
+    """pytest-playwright's Playwright, started once the test database exists.
+
+    Its sync API keeps an asyncio event loop running in this thread (in a greenlet)
+    until the end of the session, so Django's ORM believes every later call comes
+    from async code and raises SynchronousOnlyOperation. Nothing is actually
+    concurrent: the tests' ORM calls run between browser steps, never inside the
+    loop. So the check is lifted from here on, for the browser tests only: they
+    run last (tests/conftest.py).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    return {**browser_context_args, "viewport": PHONE, "accept_downloads": True}
 
 
 def shoot(page: Page, name: str) -> None:
@@ -72,15 +78,16 @@ def shoot(page: Page, name: str) -> None:
     page.set_viewport_size(PHONE)
 
 
-def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_engine, browser):
+def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_engine, new_context):
     event = services.event_create(name="Cluster night", slug="night", code="Sunset-42")
     qcluster()
     assert len(services.paths_import(event=event, paths=BIDEN_TWICE_AND_KIT).created) == 3
     event_url = f"{live_server.url}/e/{event.slug}/"
     me_url = f"{event_url}me/"
 
-    attendee = browser.new_context(viewport=PHONE)
+    attendee = new_context()
     page = attendee.new_page()
+    blocked = csp_violations(page)
     page.set_default_timeout(15_000)
 
     # The event is private: first the code (a wrong one, then the right one).
@@ -149,8 +156,9 @@ def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_e
     assert page.request.get(live_server.url + photo_url).headers["content-type"] == "image/jpeg"
 
     # Another attendee, on another phone: nothing of the first one's photos.
-    stranger = browser.new_context(viewport=PHONE)
+    stranger = new_context()
     other = stranger.new_page()
+    blocked_other = csp_violations(other)
     other.set_default_timeout(15_000)
     other.goto(me_url)  # not even unlocked: sent to the code form, nothing to see
     expect(other).to_have_url(event_url)
@@ -189,3 +197,41 @@ def test_attendee_finds_and_downloads_their_photos(live_server, qcluster, dlib_e
     expect(page).to_have_url(me_url)
     expect(page.locator(".grid li")).to_have_count(2)
     attendee.close()
+    # The preview, the busy button and the confirmation ran from static files: nothing
+    # was refused by the Content-Security-Policy.
+    assert blocked == [] and blocked_other == []
+
+
+def csp_violations(page: Page) -> list[str]:
+    """Console errors of resources or code the Content-Security-Policy refused, as they come."""
+    refused: list[str] = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+    return refused
+
+
+def test_admin_works_under_the_content_security_policy(live_server, new_context, django_user_model):
+    """Django's admin scripts (actions, prepopulated slug, popups) and ours, with the CSP enforced."""
+    django_user_model.objects.create_superuser("organizer", "o@example.org", "right-password-123")
+    services.event_create(name="Spring ball", slug="spring-ball")
+    page = new_context().new_page()
+    page.set_viewport_size(DESKTOP)
+    refused = csp_violations(page)
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/gallery/event/")
+    page.get_by_label("Username").fill("organizer")
+    page.get_by_label("Password").fill("right-password-123")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{live_server.url}/admin/gallery/event/")
+    # actions.js: ticking "select all" ticks every row and counts them.
+    page.locator("#action-toggle").check()
+    expect(page.locator(".action-counter")).to_contain_text("1 of 1 selected")
+    # prepopulate.js: the slug follows the name on a new event.
+    page.goto(f"{live_server.url}/admin/gallery/event/add/")
+    page.get_by_label("Name").press_sequentially("Winter Gala")  # key by key, as prepopulate.js listens
+    expect(page.get_by_label("Slug")).to_have_value("winter-gala")
+    page.goto(f"{live_server.url}/admin/gallery/event/{Event.objects.get().pk}/change/")
+    expect(page.locator(".qr-code svg")).to_be_visible()
+    assert page.locator(".qr-code").evaluate("box => box.getBoundingClientRect().width") == 200  # admin.css
+    assert refused == []
