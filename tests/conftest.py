@@ -37,6 +37,7 @@ BIDEN_SELFIE = SAMPLES / "people/biden/biden2.jpg"
 # Browser tests use Debian's Chromium through pytest-playwright's fixtures; Playwright
 # never downloads a browser of its own.
 CHROMIUM = Path("/usr/bin/chromium")
+PHONE = {"width": 390, "height": 844}
 PEOPLE = sorted({person for entry in LABELS.values() for person in entry["people"]})
 
 
@@ -53,6 +54,41 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
         "executable_path": str(CHROMIUM),
         "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
     }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict) -> dict:
+    """Every page starts on a phone; pass other options to `new_context(...)`, not these."""
+    return {**browser_context_args, "viewport": PHONE, "accept_downloads": True}
+
+
+@pytest.fixture(scope="session")
+def playwright(django_db_setup, playwright):
+    """pytest-playwright's Playwright, started once the test database exists.
+
+    Its sync API keeps an asyncio event loop running in this thread (in a greenlet)
+    until the end of the session, so Django's ORM believes every later call comes
+    from async code and raises SynchronousOnlyOperation. Nothing is actually
+    concurrent: the tests' ORM calls run between browser steps, never inside the
+    loop. So the check is lifted from here on, for the browser tests only: they run
+    last (pytest_collection_modifyitems above).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield playwright
+
+
+@pytest.fixture
+def browser_connections() -> Iterator[None]:
+    """For browser tests: closes the ORM connections opened while Playwright's loop ran.
+
+    Django sees an async context there and gives those calls connections of their
+    own; left open, they keep the PostgreSQL test database from being dropped.
+    """
+    yield
+    from django.db import connections
+
+    connections.close_all()
 
 
 def jobs_inline(settings, inline: bool) -> None:

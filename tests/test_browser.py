@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connections
 from PIL import Image
-from playwright.sync_api import Page, Playwright, expect
+from playwright.sync_api import Page, expect
 
 from gallery import services
 from gallery.models import Event, Photo
-from tests.conftest import BIDEN_SELFIE, BIDEN_TWICE_AND_KIT, CHROMIUM, jpeg_bytes, wait_for
+from tests.conftest import BIDEN_SELFIE, BIDEN_TWICE_AND_KIT, CHROMIUM, PHONE, jpeg_bytes, wait_for
 
-PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 SHOTS = os.environ.get("BROWSER_SCREENSHOTS", "")
 
@@ -34,37 +31,8 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.dlib,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt install chromium)"),
+    pytest.mark.usefixtures("browser_connections"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _close_connections() -> Iterator[None]:
-    yield
-    # ORM calls made while Playwright's loop runs use their own connections (Django
-    # sees an async context); close them here, in that context, or they keep the
-    # PostgreSQL test database from being dropped.
-    connections.close_all()
-
-
-@pytest.fixture(scope="session")
-def playwright(django_db_setup, playwright: Playwright) -> Iterator[Playwright]:
-    """pytest-playwright's Playwright, started once the test database exists.
-
-    Its sync API keeps an asyncio event loop running in this thread (in a greenlet)
-    until the end of the session, so Django's ORM believes every later call comes
-    from async code and raises SynchronousOnlyOperation. Nothing is actually
-    concurrent: the tests' ORM calls run between browser steps, never inside the
-    loop. So the check is lifted from here on, for the browser tests only: they
-    run last (tests/conftest.py).
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield playwright
-
-
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict) -> dict:
-    return {**browser_context_args, "viewport": PHONE, "accept_downloads": True}
 
 
 def shoot(page: Page, name: str) -> None:

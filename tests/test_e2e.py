@@ -15,22 +15,17 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from django.db import connections
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from gallery import services
 from gallery.models import Attendee, Photo, Selfie
-from tests.conftest import ROOT, sample, wait_for
+from tests.conftest import CHROMIUM, PHONE, ROOT, sample, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 NARROWEST = 320
 SCREENSHOTS = ROOT / "tests" / "e2e" / "screenshots"
@@ -95,23 +90,8 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.dlib,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt install chromium)"),
+    pytest.mark.usefixtures("browser_connections"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _orm_next_to_playwright(monkeypatch) -> None:
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM
-    # calls happen between browser steps, never concurrently (see test_browser.py).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-        connections.close_all()
 
 
 class Steps:
@@ -155,7 +135,7 @@ def _wait_until_matched(count: int) -> None:
 
 
 @pytest.mark.parametrize("language", ["en", "fr"])
-def test_attendee_path_from_link_to_zip(language, live_server, qcluster, dlib_engine, browser):
+def test_attendee_path_from_link_to_zip(language, live_server, qcluster, dlib_engine, new_context):
     text = TEXT[language]
     event = services.event_create(name="Gala", slug="gala", code="Sunset-42")
     qcluster()
@@ -163,7 +143,7 @@ def test_attendee_path_from_link_to_zip(language, live_server, qcluster, dlib_en
     event_url = f"{live_server.url}/e/{event.slug}/"
     me_url = f"{event_url}me/"
 
-    context = browser.new_context(viewport=PHONE, locale=text["locale"], accept_downloads=True)
+    context = new_context(locale=text["locale"])
     page = context.new_page()
     page.set_default_timeout(20_000)
     steps = Steps(page, language)
@@ -217,6 +197,7 @@ def test_attendee_path_from_link_to_zip(language, live_server, qcluster, dlib_en
     expect(page).to_have_url(re.compile(r"/photos/\d+/$"))
     first_url = page.url
     expect(page.locator(".viewer-photo img")).to_be_visible()
+    expect(page.locator(".viewer-photo img")).to_have_js_property("complete", True)  # visible before decoded
     assert page.locator(".viewer-photo img").evaluate("img => img.naturalWidth") > 0
     steps.check("viewer")
     page.get_by_role("link", name=text["next"]).click()
