@@ -62,3 +62,8 @@ if os.environ.get("RUNTIME_DIRECTORY"):
 # same JSON (or text) lines as Django's and the jobs', private-link tokens redacted.
 # (Importing the settings module also refuses unsafe production settings at once.)
 logconfig_dict = app_settings.LOGGING
+if not app_settings.env_bool("GUNICORN_ACCESSLOG", True):
+    # Off: no line per HTTP request (with the client's address); Django's "request"
+    # line per view (path, status, duration, no address) remains.
+    off = {"handlers": [], "propagate": False}
+    logconfig_dict = {**logconfig_dict, "loggers": {**logconfig_dict["loggers"], "gunicorn.access": off}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import secrets
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from tests.conftest import ROOT
 from tests.pages import attribute_values
@@ -99,3 +101,15 @@ def test_gunicorn_serves_the_app_with_production_settings(gunicorn):
     assert healthz["status"] == 200 and healthz["method"] == "GET" and healthz["duration_ms"] >= 0
     requests = [line for line in lines if line["logger"] == "trouvaille.request"]
     assert any(line["path"] == "/e/nope/me/<redacted>" and line["status"] == 301 for line in requests)
+
+
+def test_the_access_log_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("GUNICORN_ACCESSLOG", "off")
+    off = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["logconfig_dict"]
+    assert off["loggers"]["gunicorn.access"]["handlers"] == [] and not off["loggers"]["gunicorn.access"]["propagate"]
+    monkeypatch.setenv("GUNICORN_ACCESSLOG", "of")
+    with pytest.raises(ImproperlyConfigured, match="GUNICORN_ACCESSLOG='of' is not a yes/no value"):
+        runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    monkeypatch.delenv("GUNICORN_ACCESSLOG")
+    on = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["logconfig_dict"]
+    assert on["loggers"]["gunicorn.access"]["handlers"] == ["console"]

@@ -120,7 +120,7 @@ def main() -> None:
             results.append({"storage": "local", **stream(local, names[:count])})
             print(results[-1], flush=True)
     if not args.no_s3:
-        from tests.conftest import free_port
+        from tests.ports import free_port
 
         server, s3 = s3_storage(free_port())
         try:

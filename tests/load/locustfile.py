@@ -82,7 +82,7 @@ class Client(HttpUser):
 
     def on_start(self) -> None:
         self.arrive()
-        # Gunicorn closes keep-alive connections idle for GUNICORN_KEEPALIVE (5 s); the
+        # Gunicorn closes keep-alive connections idle for its keep-alive (5 s); the
         # proxy in front of it (docs/deploy.md: nginx, keepalive_timeout 4s) closes them
         # first, so it never sends on a connection gunicorn is closing. This client stands
         # in for the proxy and does the same, or a poll every 5 s would race the close.

@@ -42,7 +42,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tests.bench.machine import TreeSampler, busy_cores
 from tests.load.seed import SELFIES, generate
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -65,12 +65,6 @@ SLUG = "load"
 CODE = "2468"
 STOP_GRACE = 30.0
 P95_TARGET_MS = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def seconds(duration: str) -> int:
@@ -502,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
             "CACHE_DIR": str(tmp / "cache"),
             "Q_CLUSTER_NAME": cluster_name,
             "Q_WORKERS": str(args.q_workers),
-            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",  # over gunicorn.conf.py
         }
         if args.web_workers:
             env["WEB_CONCURRENCY"] = str(args.web_workers)
