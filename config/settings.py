@@ -220,11 +220,6 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Jobs",
 }
-if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
-    raise ImproperlyConfigured(
-        f"Q_RETRY ({Q_CLUSTER['retry']} s) must be longer than Q_TIMEOUT ({Q_CLUSTER['timeout']} s), "
-        "or a job still running is handed to a second worker"
-    )
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:

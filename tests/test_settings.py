@@ -103,7 +103,6 @@ def test_unsafe_production_settings_refuse_to_start():
         ("Q_WORKERS", "two", "Q_WORKERS='two' is not a valid int"),
         ("FACE_TOLERANCE", "0,6", "FACE_TOLERANCE='0,6' is not a valid float"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT='xml': use json or text"),
-        ("Q_RETRY", "300", "Q_RETRY (300 s) must be longer than Q_TIMEOUT (300 s)"),
     ],
 )
 def test_unreadable_values_refuse_to_start_with_a_clear_message(variable, value, message):
