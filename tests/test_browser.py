@@ -201,5 +201,5 @@ def test_admin_works_under_the_content_security_policy(live_server, new_context,
     expect(page.get_by_label("Slug")).to_have_value("winter-gala")
     page.goto(f"{live_server.url}/admin/gallery/event/{Event.objects.get().pk}/change/")
     expect(page.locator(".qr-code svg")).to_be_visible()
-    assert page.locator(".qr-code").evaluate("box => box.getBoundingClientRect().width") == 200  # admin.css
+    assert page.locator(".qr-code").evaluate("box => box.getBoundingClientRect().width") == 200  # organizer-admin.css
     assert refused == []
