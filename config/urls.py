@@ -14,7 +14,12 @@ urlpatterns = [
     # The one-time link create_organizer prints: the organizer chooses a password and is signed in.
     path(
         "admin/welcome/<uidb64>/<token>/",
-        auth_views.PasswordResetConfirmView.as_view(post_reset_login=True, success_url=reverse_lazy("admin:index")),
+        auth_views.PasswordResetConfirmView.as_view(
+            post_reset_login=True,
+            # Named: with django-axes' backend first, Django cannot pick the one to log in with.
+            post_reset_login_backend="django.contrib.auth.backends.ModelBackend",
+            success_url=reverse_lazy("admin:index"),
+        ),
         name="organizer_welcome",
     ),
     path("admin/", admin.site.urls),

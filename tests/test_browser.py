@@ -192,6 +192,7 @@ def test_admin_works_under_the_content_security_policy(live_server, new_context,
     page.get_by_label("Password").fill("right-password-123")
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(f"{live_server.url}/admin/gallery/event/")
+    page.wait_for_load_state("load")  # the admin's actions.js starts on the window's load event
     # actions.js: ticking "select all" ticks every row and counts them.
     page.locator("#action-toggle").check()
     expect(page.locator(".action-counter")).to_contain_text("1 of 1 selected")

@@ -7,19 +7,13 @@ go to tests/e2e/screenshots/organizer/ (ignored by git) for a person to look at.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from django.db import connections
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from gallery import services
 from gallery.models import Photo
-from tests.conftest import BIDEN_TWICE_AND_KIT, ROOT, corrupt_jpeg
+from tests.conftest import BIDEN_TWICE_AND_KIT, CHROMIUM, ROOT, corrupt_jpeg
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DESKTOP = {"width": 1280, "height": 800}
 SCREENSHOTS = ROOT / "tests" / "e2e" / "screenshots" / "organizer"
 PASSWORD = "a-long-enough-pass-phrase-42"
@@ -28,23 +22,13 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.cluster,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt install chromium)"),
+    pytest.mark.usefixtures("browser_connections"),
 ]
 
 
 @pytest.fixture(autouse=True)
-def _orm_next_to_playwright(monkeypatch, settings) -> None:
-    # As in test_e2e: the test's ORM calls run between browser steps, never inside Playwright's loop.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def _fast_passwords(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-        connections.close_all()
 
 
 def shoot(page: Page, name: str) -> None:
@@ -57,7 +41,7 @@ def fits_the_screen(page: Page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
-def test_dashboard_follows_indexing_and_the_poster_downloads(live_server, qcluster, browser, tmp_path):
+def test_dashboard_follows_indexing_and_the_poster_downloads(live_server, qcluster, new_context, tmp_path):
     organizer = services.organizer_create(username="olga", email="olga@example.org", password=PASSWORD)
     event = services.event_create(name="Remise des diplômes 2026", owner=organizer)
     other = services.event_create(name="Someone else's party")
@@ -68,7 +52,8 @@ def test_dashboard_follows_indexing_and_the_poster_downloads(live_server, qclust
     services.paths_import(event=event, paths=[broken])
     services.paths_import(event=other, paths=BIDEN_TWICE_AND_KIT[:1])
 
-    page = browser.new_page(viewport=DESKTOP, accept_downloads=True)
+    page = new_context().new_page()
+    page.set_viewport_size(DESKTOP)
     page.goto(f"{live_server.url}/admin/")
     page.fill("#id_username", "olga")
     page.fill("#id_password", PASSWORD)
@@ -120,7 +105,9 @@ def test_dashboard_follows_indexing_and_the_poster_downloads(live_server, qclust
     assert page.url.rstrip("/").endswith("/admin")
 
 
-def test_upload_page_sends_a_zip_and_loose_files_in_chunks(live_server, transactional_db, browser, tmp_path, settings):
+def test_upload_page_sends_a_zip_and_loose_files_in_chunks(
+    live_server, transactional_db, new_context, tmp_path, settings
+):
     import zipfile
 
     settings.UPLOAD_CHUNK_BYTES = 64 * 1024  # several chunks per file
@@ -131,7 +118,8 @@ def test_upload_page_sends_a_zip_and_loose_files_in_chunks(live_server, transact
         for path in BIDEN_TWICE_AND_KIT[:2]:
             bundle.write(path, path.name)
         bundle.writestr("readme.txt", "not a photo")
-    page = browser.new_page(viewport=DESKTOP)
+    page = new_context().new_page()
+    page.set_viewport_size(DESKTOP)
     page.goto(f"{live_server.url}/admin/")
     page.fill("#id_username", "olga")
     page.fill("#id_password", PASSWORD)
