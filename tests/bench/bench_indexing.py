@@ -259,7 +259,7 @@ def run_cli(known: Path, unknown: Path, labels: dict[str, set[str]]) -> dict:
 
 
 def _project_env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "JOBS_SYNC")}
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         DATABASE_URL=f"sqlite:///{tmp}/db.sqlite3",

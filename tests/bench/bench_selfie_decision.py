@@ -10,7 +10,7 @@ real dlib engine, plus synthetic photos (3 faces each, embeddings drawn around
 random "people" so that distances look like dlib's: ~0.3 within a person, ~0.9
 between people) up to --photos, and --selfies enrolled attendees (synthetic).
 Each run is what an attendee does: `selfie_create` (the upload: a compressed copy,
-then the job queued on commit, run inline here as JOBS_SYNC does) with Obama's
+then the job queued on commit, run inline here by django-q2's sync mode) with Obama's
 selfie (obama2.jpg, not among the photos), which enrols the face (dlib) and makes
 the event-level decision (matching.rules); the clock stops when the matches are
 readable. The attendee is deleted after each run, so every run starts alike.
@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         DATABASE_URL=f"sqlite:///{scratch / 'db.sqlite3'}",
         MEDIA_ROOT=str(scratch / "media"),
         CACHE_DIR=str(scratch / "cache"),
-        JOBS_SYNC="1",
         FACE_BACKEND="dlib",
         DJANGO_SETTINGS_MODULE="config.settings",
     )
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from matching.engines import get_engine
 
     logging.getLogger("trouvaille").setLevel(logging.WARNING)
-    settings.JOBS_SYNC = True
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
     call_command("migrate", verbosity=0)
     get_engine()  # dlib's models are loaded once per worker, before any job
     event = Event.objects.create(name="Bench", slug="bench")

@@ -148,7 +148,7 @@ class Command(BaseCommand):
         jobs_logger.setLevel(max(level, logging.WARNING))
         # Jobs run inline here: the measure must not depend on (or disturb) a cluster.
         try:
-            with override_settings(JOBS_SYNC=True):
+            with override_settings(Q_CLUSTER={**settings.Q_CLUSTER, "sync": True}):  # django-q2's inline mode
                 event = gallery_services.event_create(name=f"evaluate {folder.name}", slug=slug)
                 try:
                     result = self._evaluate(event, labelled, tolerances, configured, options.get("dump"))
