@@ -1,6 +1,6 @@
 """Opting out in a real browser (headless Chromium, phone size), on a real face, then withdrawing.
 
-Jobs run inline in the live server (JOBS_SYNC, the tests' default), with dlib.
+Jobs run inline in the live server (django-q2's sync mode, the tests' default), with dlib.
 """
 
 from __future__ import annotations
@@ -10,21 +10,22 @@ from playwright.sync_api import expect
 
 from gallery import services
 from gallery.models import Attendee, Face
-from tests.conftest import sample
-from tests.test_browser import CHROMIUM, PHONE, _orm_next_to_playwright, browser, shoot  # noqa: F401
+from tests.conftest import CHROMIUM, sample
+from tests.test_browser import shoot
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.dlib,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt install chromium)"),
+    pytest.mark.usefixtures("browser_connections"),
 ]
 
 
-def test_a_person_opts_out_from_the_event_page_and_withdraws(live_server, dlib_engine, browser) -> None:  # noqa: F811
+def test_a_person_opts_out_from_the_event_page_and_withdraws(live_server, dlib_engine, new_context) -> None:
     event = services.event_create(name="Garden party", slug="garden", code="Rose-7")
     services.paths_import(event=event, paths=[sample("groups/kit_with_rose.jpg")])
-    page = browser.new_context(viewport=PHONE).new_page()
+    page = new_context().new_page()
     page.set_default_timeout(20_000)
 
     page.goto(f"{live_server.url}/e/{event.slug}/")
