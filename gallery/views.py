@@ -119,23 +119,36 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
         except (ImageProblem, services.SelfieLimit) as exc:
             form.add_error("image", str(exc))
         except services.SelfieNotStored:
-            logger.warning("selfie not stored: database busy or unreachable", exc_info=True)
-            form.add_error("image", _("We could not save your selfie just now. Please try again in a minute."))
-            status, headers = 503, {"Retry-After": "60"}
+            status, headers = _not_stored(
+                form, _("We could not save your selfie just now. Please try again in a minute.")
+            )
         else:
             access.attendee_remember(request, selfie.attendee, own=attendee is None or attendee == own)
             return redirect("gallery:me", slug=event.slug)
     context = {"event": event, "form": form, "attendee": access.attendee_for_visitor(request, event), "adding": adding}
-    response = render(request, "gallery/event.html", context, status=status)
-    for header, value in headers.items():
-        response[header] = value
-    return response
+    return _render_with(request, "gallery/event.html", context, status=status, headers=headers)
 
 
 def _too_many_selfies(request: HttpRequest, event: Event, form: SelfieForm | OptOutForm) -> dict[str, str]:
     services.audit_limit_record(event=event, client=access.client_tag(request))
     form.add_error("image", _("Too many selfies in a short time. Please wait a few minutes, then try again."))
     return {"Retry-After": str(settings.SELFIE_UPLOAD_WINDOW)}
+
+
+def _not_stored(form: SelfieForm | OptOutForm, message: str) -> tuple[int, dict[str, str]]:
+    """The database refused the upload's row (its file is already removed): ask to retry soon."""
+    logger.warning("face upload not stored: database busy or unreachable", exc_info=True)
+    form.add_error("image", message)
+    return 503, {"Retry-After": "60"}
+
+
+def _render_with(
+    request: HttpRequest, template: str, context: dict, *, status: int, headers: dict[str, str]
+) -> HttpResponse:
+    response = render(request, template, context, status=status)
+    for header, value in headers.items():
+        response[header] = value
+    return response
 
 
 def optout(request: HttpRequest, slug: str) -> HttpResponse:
@@ -154,15 +167,12 @@ def optout(request: HttpRequest, slug: str) -> HttpResponse:
         except ImageProblem as exc:
             form.add_error("image", str(exc))
         except services.SelfieNotStored:
-            logger.warning("opt-out not stored: database busy or unreachable", exc_info=True)
-            form.add_error("image", _("We could not save your photo just now. Please try again in a minute."))
-            status, headers = 503, {"Retry-After": "60"}
+            status, headers = _not_stored(
+                form, _("We could not save your photo just now. Please try again in a minute.")
+            )
         else:
             return redirect("gallery:optout_link", slug=event.slug, token=created.token)
-    response = render(request, "gallery/optout.html", {"event": event, "form": form}, status=status)
-    for header, value in headers.items():
-        response[header] = value
-    return response
+    return _render_with(request, "gallery/optout.html", {"event": event, "form": form}, status=status, headers=headers)
 
 
 @never_cache
