@@ -189,11 +189,12 @@ class EventAdmin(OrganizerAdmin):
             self.message_user(
                 request, gettext("%(user)s now manages this event.") % {"user": form.cleaned_data["add_owner"]}
             )
-        if change and "face_tolerance" in form.changed_data:
-            # Every selfie is decided again under the new tolerance (queued after commit).
+        if change and {"face_tolerance", "face_similarity"} & set(form.changed_data):
+            # Every selfie is decided again under the new threshold (queued after commit).
             count = services.event_rematch(event=obj)
             self.message_user(
-                request, gettext("Tolerance changed: %(count)d selfies queued for matching again.") % {"count": count}
+                request,
+                gettext("Matching threshold changed: %(count)d selfies queued for matching again.") % {"count": count},
             )
 
     photo_total = _count_column("n_photos", _("Photos"))

@@ -132,8 +132,20 @@ class Event(models.Model):
         null=True,
         blank=True,
         validators=[MinValueValidator(0.3), MaxValueValidator(0.8)],
-        help_text="Largest face distance that counts as the same person (dlib; lower is stricter). "
-        "Empty: the server's FACE_TOLERANCE. Changing it matches every selfie again.",
+        help_text=_(
+            "Largest face distance that counts as the same person (dlib; lower is stricter). "
+            "Empty: the server's FACE_TOLERANCE. Changing it matches every selfie again."
+        ),
+    )
+    # The hosted engine's threshold: Rekognition answers with a similarity, not a dlib distance.
+    face_similarity = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text=_(
+            "Smallest similarity (0-100) that counts as the same person with AWS Rekognition (higher is "
+            "stricter). Empty: the server's AWS_REKOGNITION_SIMILARITY. Changing it matches every selfie again."
+        ),
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

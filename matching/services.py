@@ -595,7 +595,11 @@ def photos_near_selfie(*, engine: FaceEngine, selfie: Selfie, tolerance: float |
         # existed join theirs on `rematch` (a face already there is a no-op).
         engine.person_add_face(event_id=selfie.event_id, person_id=person_id, face_id=selfie.external_id)
         found = engine.photos_near_face(
-            event_id=selfie.event_id, face_id=selfie.external_id, person_id=person_id, tolerance=tolerance
+            event_id=selfie.event_id,
+            face_id=selfie.external_id,
+            person_id=person_id,
+            tolerance=tolerance,
+            similarity=_event_similarity(event_id=selfie.event_id),
         )
         if found.limit_reached != selfie.search_limit_reached:
             Selfie.objects.filter(pk=selfie.pk).update(search_limit_reached=found.limit_reached)
@@ -615,7 +619,12 @@ def selfies_near_photo(*, engine: FaceEngine, photo: Photo, tolerance: float | N
     if not people:
         return {}  # nobody to find: no remote call, no cost
     face_ids = list(photo.faces.remote(engine=engine.name).order_by("pk").values_list("external_id", flat=True))
-    found = engine.people_near_faces(event_id=photo.event_id, face_ids=face_ids, tolerance=tolerance)
+    found = engine.people_near_faces(
+        event_id=photo.event_id,
+        face_ids=face_ids,
+        tolerance=tolerance,
+        similarity=_event_similarity(event_id=photo.event_id),
+    )
     # A deleted attendee's user may linger in the collection until its forget job runs.
     return {selfie_id: d for person_id, d in found.items() for selfie_id in people.get(person_id, [])}
 
@@ -625,12 +634,19 @@ def photos_near_image(
 ) -> dict[int, float]:
     """Photo id -> best distance, for the event's indexed photos showing the largest face in the image."""
     if isinstance(engine, HostedEngine):
-        found = engine.photos_near_image(event_id=event_id, image=image, tolerance=tolerance)
+        found = engine.photos_near_image(
+            event_id=event_id, image=image, tolerance=tolerance, similarity=_event_similarity(event_id=event_id)
+        )
         return _indexed_only(event_id=event_id, found=found)
     probe = engine.probe(image) if isinstance(engine, EmbeddingEngine) else None
     if probe is None:
         return {}
     return index.photos_near(event_id=event_id, engine=engine.name, probe=probe, tolerance=tolerance)
+
+
+def _event_similarity(*, event_id: int) -> float | None:
+    """The event's own threshold for hosted engines (a similarity, 0-100); None: the server's setting."""
+    return Event.objects.filter(pk=event_id).values_list("face_similarity", flat=True).first()
 
 
 def _indexed_only(*, event_id: int, found: dict[int, float]) -> dict[int, float]:

@@ -671,6 +671,125 @@ def test_tolerance_sets_the_similarity_threshold(engine, stubber, event):
     stubber.assert_no_pending_responses()
 
 
+def test_the_events_similarity_is_the_threshold_of_every_search(engine, stubber, event, serial):
+    """Event.face_similarity reaches FaceMatchThreshold and UserMatchThreshold as is (no distance conversion)."""
+    Event.objects.filter(pk=event.pk).update(face_similarity=72.5)
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    Face.objects.create(photo=photo, left=0, top=0, width=10, height=10, engine="rekognition", external_id=FACE_A)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    # A selfie's search, with a lookalike so the photo face is confirmed with SearchUsers too.
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
+    stubber.add_response(
+        "search_faces",
+        found(SELFIE_FACE, (f"{photo.pk}:0123456789ab", 74.0), ("selfie-77", 73.0, "attendee-77")),
+        search_params(event, SELFIE_FACE, 72.5),
+    )
+    stubber.add_response(
+        "search_users", users_found((user(selfie), 74.0)), search_users_params(event, match_face_id(0), 72.5)
+    )
+    # A photo's search for its people.
+    stubber.add_response("search_users", users_found((user(selfie), 74.0)), search_users_params(event, FACE_A, 72.5))
+    # A search by image (find_faces).
+    stubber.add_response("detect_faces", detected(1), DETECT_PARAMS)
+    stubber.add_response(
+        "search_faces_by_image",
+        found(None, (str(photo.pk), 74.0)),
+        {
+            "CollectionId": f"test-event-{event.pk}",
+            "Image": {"Bytes": ANY},
+            "MaxFaces": 4096,
+            "FaceMatchThreshold": 72.5,
+            "QualityFilter": "AUTO",
+        },
+    )
+
+    assert services.photos_near_selfie(engine=engine, selfie=selfie) == {photo.pk: 0.26}
+    assert services.selfies_near_photo(engine=engine, photo=photo) == {selfie.pk: 0.26}
+    image = Image.new("RGB", (300, 300))
+    assert services.photos_near_image(engine=engine, event_id=event.pk, image=image) == {photo.pk: 0.26}
+    stubber.assert_no_pending_responses()
+
+
+def test_without_an_event_similarity_the_server_setting_is_the_threshold(engine, stubber, event):
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    Face.objects.create(photo=photo, left=0, top=0, width=10, height=10, engine="rekognition", external_id=FACE_A)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    other = Event.objects.create(name="Other", slug="other", face_similarity=60.0)  # not this event's
+    assert event.face_similarity is None and other.face_similarity == 60.0
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
+    stubber.add_response(
+        "search_faces", found(SELFIE_FACE, (f"{photo.pk}:0123456789ab", 95.0)), search_params(event, SELFIE_FACE, 90.0)
+    )
+    stubber.add_response("search_users", users_found((user(selfie), 95.0)), search_users_params(event, FACE_A, 90.0))
+
+    assert services.photos_near_selfie(engine=engine, selfie=selfie) == {photo.pk: 0.05}
+    assert services.selfies_near_photo(engine=engine, photo=photo) == {selfie.pk: 0.05}
+    stubber.assert_no_pending_responses()
+
+
+def test_an_explicit_tolerance_overrides_the_events_similarity(engine, stubber, event):
+    """find_faces --tolerance T asks for (1 - T) x 100 whatever the event's own similarity."""
+    Event.objects.filter(pk=event.pk).update(face_similarity=72.5)
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
+    stubber.add_response(
+        "search_faces", found(SELFIE_FACE, (f"{photo.pk}:0123456789ab", 80.0)), search_params(event, SELFIE_FACE, 75.0)
+    )
+
+    assert services.photos_near_selfie(engine=engine, selfie=selfie, tolerance=0.25) == {photo.pk: 0.2}
+    stubber.assert_no_pending_responses()
+
+
+def test_changing_the_events_similarity_in_the_admin_matches_its_selfies_again(
+    use_engine, stubber, event, admin_client, run_jobs
+):
+    photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)
+    selfie = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition", image=jpeg((300, 400)))
+    stubber.add_response("associate_faces", associated(SELFIE_FACE), associate_params(event, user(selfie), SELFIE_FACE))
+    stubber.add_response(
+        "search_faces", found(SELFIE_FACE, (f"{photo.pk}:0123456789ab", 71.0)), search_params(event, SELFIE_FACE, 70.0)
+    )
+    form = {
+        "name": event.name,
+        "slug": event.slug,
+        "date": event.date.isoformat(),
+        "access_code": "",
+        "published": "on",
+        "retention_days": str(event.retention_days or 30),
+        "watermark_text": event.watermark_text,
+        "watermark_position": event.watermark_position,
+        "watermark_opacity": str(event.watermark_opacity),
+        "face_similarity": "70",
+    }
+    with run_jobs():
+        response = admin_client.post(reverse("admin:gallery_event_change", args=[event.pk]), form)
+
+    assert response.status_code == 302, response.context_data["adminform"].form.errors
+    assert Event.objects.get().face_similarity == 70.0
+    selfie.refresh_from_db()
+    assert selfie.match_state == Selfie.State.DONE
+    assert list(Match.objects.values_list("selfie_id", "photo_id", "distance")) == [(selfie.pk, photo.pk, 0.29)]
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("value", ["-1", "100.5"])
+def test_the_admin_refuses_a_similarity_outside_0_to_100(event, admin_client, value):
+    form = {
+        "name": event.name,
+        "slug": event.slug,
+        "date": event.date.isoformat(),
+        "published": "on",
+        "retention_days": "30",
+        "face_similarity": value,
+    }
+    response = admin_client.post(reverse("admin:gallery_event_change", args=[event.pk]), form)
+
+    assert response.status_code == 200
+    assert "face_similarity" in response.context_data["adminform"].form.errors
+    assert Event.objects.get().face_similarity is None
+
+
 def test_search_limit_of_4096_faces_is_logged_and_shown_in_the_admin(use_engine, stubber, event, caplog, admin_client):
     """SearchFaces returns at most 4,096 faces and cannot page: reaching it must not go unnoticed."""
     photo = make_photo(event, "p.jpg", state=Photo.State.INDEXED)

@@ -110,6 +110,11 @@ class HostedEngine(FaceEngine):
     photos and selfies still exist (and are indexed) is for the matching
     services to check. Methods given a kept face id raise FaceGone when the
     engine no longer has that face.
+
+    Thresholds of the searches: `tolerance` is a distance given explicitly (a
+    command's --tolerance), converted by the engine; otherwise `similarity` is
+    the engine's own score threshold (0-100, the event's face_similarity);
+    neither: the server's setting.
     """
 
     @abstractmethod
@@ -118,19 +123,27 @@ class HostedEngine(FaceEngine):
 
     @abstractmethod
     def photos_near_face(
-        self, *, event_id: int, face_id: str, person_id: str, tolerance: float | None = None
+        self,
+        *,
+        event_id: int,
+        face_id: str,
+        person_id: str,
+        tolerance: float | None = None,
+        similarity: float | None = None,
     ) -> PhotoMatches:
         """Photo faces near the person's kept selfie face `face_id`, each face kept only if
         no other person is nearer to it."""
 
     @abstractmethod
     def people_near_faces(
-        self, *, event_id: int, face_ids: list[str], tolerance: float | None = None
+        self, *, event_id: int, face_ids: list[str], tolerance: float | None = None, similarity: float | None = None
     ) -> dict[str, float]:
         """Person id -> best distance: each kept photo face goes to the one nearest person, if any is near."""
 
     @abstractmethod
-    def photos_near_image(self, *, event_id: int, image: Image, tolerance: float | None = None) -> dict[int, float]:
+    def photos_near_image(
+        self, *, event_id: int, image: Image, tolerance: float | None = None, similarity: float | None = None
+    ) -> dict[int, float]:
         """Photo id -> best distance for the largest face in an image, which is not kept."""
 
 

@@ -242,12 +242,19 @@ class RekognitionEngine(HostedEngine):
     # --- Matching ------------------------------------------------------------
 
     def photos_near_face(
-        self, *, event_id: int, face_id: str, person_id: str, tolerance: float | None = None
+        self,
+        *,
+        event_id: int,
+        face_id: str,
+        person_id: str,
+        tolerance: float | None = None,
+        similarity: float | None = None,
     ) -> PhotoMatches:
         from botocore.exceptions import ClientError
 
+        threshold = self._threshold(tolerance, similarity)
         try:
-            matches = self._search_face(event_id, face_id, tolerance)
+            matches = self._search_face(event_id, face_id, threshold)
         except ClientError as exc:
             # An unknown FaceId is an invalid parameter; a missing collection took it along.
             if _code(exc) in {"InvalidParameterException", "ResourceNotFoundException"}:
@@ -269,21 +276,22 @@ class RekognitionEngine(HostedEngine):
         lookalike = any(match["Face"].get("UserId", person_id) != person_id for match in matches)
         if lookalike and photo_faces:
             owners = self._each(
-                lambda match: self._best_person(event_id, match["Face"]["FaceId"], tolerance), photo_faces
+                lambda match: self._best_person(event_id, match["Face"]["FaceId"], threshold), photo_faces
             )
             photo_faces = [match for match, owner in zip(photo_faces, owners, strict=True) if owner == person_id]
         return PhotoMatches(distances=self._photos(photo_faces), limit_reached=limit_reached)
 
     def people_near_faces(
-        self, *, event_id: int, face_ids: list[str], tolerance: float | None = None
+        self, *, event_id: int, face_ids: list[str], tolerance: float | None = None, similarity: float | None = None
     ) -> dict[str, float]:
+        threshold = self._threshold(tolerance, similarity)
         best: dict[str, float] = {}
-        for found in self._each(lambda face_id: self._nearest_person(event_id, face_id, tolerance), face_ids):
+        for found in self._each(lambda face_id: self._nearest_person(event_id, face_id, threshold), face_ids):
             if found is not None:
                 _keep_best(best, found[0], found[1])
         return best
 
-    def _nearest_person(self, event_id: int, face_id: str, tolerance: float | None) -> tuple[str, float] | None:
+    def _nearest_person(self, event_id: int, face_id: str, threshold: float) -> tuple[str, float] | None:
         """The one person nearest to a kept face above the threshold, with the distance."""
         from botocore.exceptions import ClientError
 
@@ -292,7 +300,7 @@ class RekognitionEngine(HostedEngine):
                 "search_users",
                 CollectionId=self.collection_id(event_id),
                 FaceId=face_id,
-                UserMatchThreshold=self._threshold(tolerance),
+                UserMatchThreshold=threshold,
                 MaxUsers=1,
             )
         except ClientError as exc:
@@ -304,12 +312,12 @@ class RekognitionEngine(HostedEngine):
         users = response.get("UserMatches", [])
         return (users[0]["User"]["UserId"], _distance(users[0]["Similarity"])) if users else None
 
-    def _best_person(self, event_id: int, face_id: str, tolerance: float | None) -> str | None:
-        found = self._nearest_person(event_id, face_id, tolerance)
+    def _best_person(self, event_id: int, face_id: str, threshold: float) -> str | None:
+        found = self._nearest_person(event_id, face_id, threshold)
         return found[0] if found else None
 
     def photos_near_image(
-        self, *, event_id: int, image: Image.Image, tolerance: float | None = None
+        self, *, event_id: int, image: Image.Image, tolerance: float | None = None, similarity: float | None = None
     ) -> dict[int, float]:
         from botocore.exceptions import ClientError
 
@@ -324,7 +332,7 @@ class RekognitionEngine(HostedEngine):
                 CollectionId=self.collection_id(event_id),
                 Image={"Bytes": data},
                 MaxFaces=SEARCH_MAX_FACES,
-                FaceMatchThreshold=self._threshold(tolerance),
+                FaceMatchThreshold=self._threshold(tolerance, similarity),
                 QualityFilter=self.quality_filter,
             )
         except ClientError as exc:
@@ -345,20 +353,24 @@ class RekognitionEngine(HostedEngine):
             )
         return self._photos(response["FaceMatches"])
 
-    def _search_face(self, event_id: int, face_id: str, tolerance: float | None) -> list[dict]:
+    def _search_face(self, event_id: int, face_id: str, threshold: float) -> list[dict]:
         return self._call(
             "search_faces",
             CollectionId=self.collection_id(event_id),
             FaceId=face_id,
             MaxFaces=SEARCH_MAX_FACES,
-            FaceMatchThreshold=self._threshold(tolerance),
+            FaceMatchThreshold=threshold,
         )["FaceMatches"]
 
     @staticmethod
-    def _threshold(tolerance: float | None) -> float:
-        if tolerance is None:
-            return float(settings.AWS_REKOGNITION_SIMILARITY)
-        return min(max((1 - tolerance) * 100, 0.0), 100.0)
+    def _threshold(tolerance: float | None, similarity: float | None) -> float:
+        """The similarity (0-100) a match needs: an explicit distance converted (our distance is
+        1 - similarity / 100), else the event's similarity, else AWS_REKOGNITION_SIMILARITY."""
+        if tolerance is not None:
+            return min(max((1 - tolerance) * 100, 0.0), 100.0)
+        if similarity is not None:
+            return min(max(float(similarity), 0.0), 100.0)
+        return float(settings.AWS_REKOGNITION_SIMILARITY)
 
     @staticmethod
     def _photos(matches: list[dict]) -> dict[int, float]:
