@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, TruncHour
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
@@ -28,7 +29,7 @@ from django.utils.translation import gettext_lazy as _
 
 from gallery import access, dashboard, poster, services
 from gallery.forms import OptOutRegisterForm, PhotoUploadForm
-from gallery.images import ImageProblem
+from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.links import current_request, public_url
 from gallery.models import Attendee, AuditEntry, Event, Face, Match, Photo, Selfie, Upload
 from gallery.serving import serve_file
@@ -98,6 +99,10 @@ class OrganizerAdmin(admin.ModelAdmin):
             raise PermissionDenied
 
 
+# Wide enough for a banner across a large screen, small enough for a phone to load quickly.
+COVER_MAX_SIDE = 1600
+
+
 class EventForm(forms.ModelForm):
     add_owner = forms.CharField(
         label=_("Add an owner"),
@@ -122,6 +127,19 @@ class EventForm(forms.ModelForm):
     def clean_watermark_opacity(self) -> int:
         value = self.cleaned_data.get("watermark_opacity")
         return Event._meta.get_field("watermark_opacity").default if value is None else value
+
+    def clean_cover(self) -> object:
+        """A new cover is decoded and stored re-encoded: bounded in size, with no EXIF/GPS or other metadata."""
+        cover = self.cleaned_data.get("cover")
+        if not isinstance(cover, UploadedFile):
+            return cover  # unchanged (a stored FieldFile), or cleared (False/None)
+        try:
+            image = load_rgb(cover, draft_side=COVER_MAX_SIDE, max_pixels=settings.PHOTO_MAX_PIXELS)
+        except ImageProblem as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        copy = jpeg_file(image, max_side=COVER_MAX_SIDE, quality=85)
+        copy.name = "cover.jpg"
+        return copy
 
     def clean_add_owner(self) -> object:
         wanted = self.cleaned_data["add_owner"].strip()
@@ -174,7 +192,10 @@ class EventAdmin(OrganizerAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Event, form: EventForm, change: bool) -> None:
+        old_cover = form.initial.get("cover")
         super().save_model(request, obj, form, change)
+        if change and "cover" in form.changed_data and old_cover and old_cover.name != obj.cover.name:
+            services.event_cover_discard(name=old_cover.name)
         if not change and not request.user.is_superuser:
             services.event_owner_add(event=obj, user=request.user)  # whoever creates an event manages it
         watermark = {"watermark_text", "watermark_position", "watermark_opacity"}

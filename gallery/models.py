@@ -8,7 +8,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -33,6 +33,17 @@ def photo_derived_path(photo: Photo, filename: str) -> str:
 # A selfie is first stored as uploaded ("original-..."), then replaced by the
 # matching job with a small metadata-free JPEG.
 ORIGINAL_PREFIX = "original-"
+
+
+def event_cover_path(event: Event, filename: str) -> str:
+    # A fresh random name per cover: a browser's cached copy of the old one is never shown again.
+    return f"events/covers/{secrets.token_hex(8)}.jpg"
+
+
+# The accent colour is written into a stylesheet: only #rrggbb, so nothing else can ever reach the CSS.
+accent_colour_validator = RegexValidator(
+    r"^#[0-9a-fA-F]{6}\Z", _("Enter a colour as # and six hexadecimal digits, such as #2a55e0.")
+)
 
 
 def selfie_path(selfie: Selfie, filename: str) -> str:
@@ -119,6 +130,24 @@ class Event(models.Model):
     )
     watermark_opacity = models.PositiveSmallIntegerField(
         _("watermark opacity (%)"), default=60, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    # Branding, on every attendee page of the event (before the code too: like its name and date).
+    cover = models.FileField(
+        _("cover image"),
+        upload_to=event_cover_path,
+        max_length=300,
+        blank=True,
+        help_text=_(
+            "Shown at the top of the event's pages to anyone with the event link, before the code is entered. "
+            "Stored as a JPEG without its metadata."
+        ),
+    )
+    accent_colour = models.CharField(
+        _("accent colour"),
+        max_length=7,
+        blank=True,
+        validators=[accent_colour_validator],
+        help_text=_("Colour of the buttons and links on the attendee pages, such as #2a55e0. Empty: the default."),
     )
     # Organizers (staff users) who manage the event in the admin; superusers manage every event.
     owners = models.ManyToManyField(

@@ -125,6 +125,11 @@ def event_owner_add(*, event: Event, user: AbstractBaseUser) -> None:
     event.owners.add(user)
 
 
+def event_cover_discard(*, name: str) -> None:
+    """Delete a replaced or cleared cover's file, once the event row no longer names it (after commit)."""
+    jobs.enqueue_files_delete([name] if name else [])
+
+
 ORGANIZERS_GROUP = "Organizers"
 # What organizers may do in the admin; which rows they may do it to is decided by
 # gallery.access (their own events only).

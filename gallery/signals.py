@@ -29,6 +29,11 @@ def _event_pre_delete(sender: type[Event], instance: Event, **kwargs: object) ->
         jobs.enqueue_forget_event(instance.pk, engine=engine)
 
 
+@receiver(post_delete, sender=Event)
+def _event_post_delete(sender: type[Event], instance: Event, **kwargs: object) -> None:
+    _delete_files_on_commit(instance.cover)
+
+
 @receiver(pre_delete, sender=Photo)
 def _photo_pre_delete(sender: type[Photo], instance: Photo, **kwargs: object) -> None:
     jobs.enqueue_forget(instance.event_id, instance.faces.remote().values_list("engine", "external_id"))

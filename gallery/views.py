@@ -359,6 +359,36 @@ def photo_thumbnail(request: HttpRequest, slug: str, photo_id: int) -> HttpRespo
     return serve_file(access.gallery_photo_for_visitor(request, slug, photo_id).thumbnail)
 
 
+def _mixed(colour: str, other: tuple[int, int, int], share: float) -> str:
+    """#rrggbb moved `share` of the way towards `other` (the hover and soft shades of the accent)."""
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (o - c) * share):02x}" for c, o in zip(rgb, other, strict=True))
+
+
+@require_GET
+def event_theme(request: HttpRequest, slug: str) -> HttpResponse:
+    """The event's accent colour as a stylesheet: the CSP allows no inline style."""
+    event = access.event_for_attendee(request, slug)
+    css = ""
+    # Validated as #rrggbb by the model; checked again since it is written into CSS.
+    if re.fullmatch(r"#[0-9a-fA-F]{6}", event.accent_colour):
+        colour = event.accent_colour.lower()
+        css = (
+            f":root {{ --accent: {colour}; --accent-dark: {_mixed(colour, (0, 0, 0), 0.2)}; "
+            f"--accent-soft: {_mixed(colour, (255, 255, 255), 0.9)}; }}\n"
+        )
+    response = HttpResponse(css, content_type="text/css; charset=utf-8")
+    # The page links it with the colour in its query string: a new colour is a new URL.
+    response["Cache-Control"] = "public, max-age=86400" if event.published else "private, no-store"
+    return response
+
+
+@require_GET
+def event_cover(request: HttpRequest, slug: str) -> HttpResponse:
+    """The event's cover image (a metadata-free copy made when it was uploaded)."""
+    return serve_file(access.event_for_attendee(request, slug).cover)
+
+
 @require_GET
 def photo_view(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
     """The viewer: the photo full size, previous/next, download, back (plain links, so no JavaScript needed)."""

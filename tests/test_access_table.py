@@ -41,6 +41,8 @@ TABLE = """
 route                   anonymous no_code with_code owner another old_link staff superuser
 event                   code      code    200       200   200     code     code  code
 privacy                 200       200     200       200   200     200      200   200
+event_theme             200       200     200       200   200     200      200   200
+event_cover             200       200     200       200   200     200      200   200
 code_right              >event    >event  200       200   200     >event   >event >event
 selfie_upload           404       404     >me       >me   >me     404      404   404
 me                      >event    >event  >event    200   200     >event   >event >event
@@ -108,6 +110,8 @@ def world(run_jobs, django_user_model) -> World:
         _selfie(ex, event, GREEN)
     ex_attendee = Attendee.objects.get()
     event.access_code = "Sunset-42"
+    event.accent_colour = "#aa3300"
+    event.cover.save("cover.jpg", io.BytesIO(jpeg_bytes(GREEN)), save=False)
     event.save()
 
     clients = {actor: Client() for actor in ACTORS}
@@ -149,6 +153,9 @@ def _photo(name: str, photo: str) -> Callable[[World], str]:
 ROUTES: dict[str, Route] = {
     "event": Route("get", _event("gallery:event")),
     "privacy": Route("get", _event("gallery:privacy")),
+    # Branding is as public as the event's name: the code form wears it too.
+    "event_theme": Route("get", _event("gallery:event_theme")),
+    "event_cover": Route("get", _event("gallery:event_cover")),
     "code_right": Route("post", _event("gallery:event"), lambda world: {"code": "Sunset-42"}),
     "selfie_upload": Route(
         "post",
@@ -244,6 +251,7 @@ def test_every_attendee_url_is_in_the_table():
     covered = {"home", "event", "privacy", "selfie_upload", "me", "me_status", "me_forget", "me_resume"}
     covered |= {"photo_view", "photo_image", "photo_thumbnail", "photo_download", "photo_reject", "photo_undo"}
     covered |= {"photos_zip", "me_email", "me_email_stop", "unsubscribe", "optout", "optout_link"}
+    covered |= {"event_theme", "event_cover"}
     assert {pattern.name for pattern in urlpatterns} <= covered
 
 
