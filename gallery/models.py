@@ -90,14 +90,16 @@ class Event(models.Model):
     slug = models.SlugField(max_length=80, unique=True)
     date = models.DateField(default=timezone.localdate)
     access_code = models.CharField(
-        max_length=64, blank=True, help_text="Attendees must enter this code to open the event. Leave empty for none."
+        max_length=64,
+        blank=True,
+        help_text=_("Attendees must enter this code to open the event. Leave empty for none."),
     )
-    published = models.BooleanField(default=True, help_text="Unpublished events are invisible to attendees.")
+    published = models.BooleanField(default=True, help_text=_("Unpublished events are invisible to attendees."))
     # Shown on the event's privacy page.
     contact = models.CharField(
         max_length=200,
         blank=True,
-        help_text="Whom attendees contact about their data (e-mail, name); on the privacy page.",
+        help_text=_("Whom attendees contact about their data (e-mail, name); on the privacy page."),
     )
     # Shown on the privacy page too; purged by the daily job and `purge_expired`.
     retention_days = models.PositiveIntegerField(
@@ -260,31 +262,31 @@ class PhotoQuerySet(JobQuerySet):
 
 class Photo(models.Model):
     class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        PROCESSING = "processing", "Processing"
-        INDEXED = "indexed", "Indexed"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        PROCESSING = "processing", _("Processing")
+        INDEXED = "indexed", _("Indexed")
+        FAILED = "failed", _("Failed")
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="photos")
     original = models.FileField(upload_to=photo_original_path, max_length=300)
     original_name = models.CharField(max_length=255)
-    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the original file.")
+    content_hash = models.CharField(max_length=64, help_text=_("SHA-256 of the original file."))
     # Served copies, EXIF stripped and orientation applied; made by the index job.
     display = models.FileField(upload_to=photo_derived_path, max_length=300, blank=True)
     thumbnail = models.FileField(upload_to=photo_derived_path, max_length=300, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
-    taken_at = models.DateTimeField(null=True, blank=True, help_text="Capture time from EXIF.")
+    taken_at = models.DateTimeField(null=True, blank=True, help_text=_("Capture time from EXIF."))
     index_state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING, db_index=True)
     index_error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     face_count = models.PositiveIntegerField(default=0)
     # Faces the engine saw but did not keep (Rekognition: more than 100, too small, low quality).
     faces_left_out = models.PositiveIntegerField(
-        default=0, help_text="Faces the face engine saw in this photo but left out: nobody can be found in them."
+        default=0, help_text=_("Faces the face engine saw in this photo but left out: nobody can be found in them.")
     )
     faces_left_out_reasons = models.JSONField(
-        default=dict, blank=True, help_text="Left-out faces by the engine's reason."
+        default=dict, blank=True, help_text=_("Left-out faces by the engine's reason.")
     )
     indexed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -336,12 +338,12 @@ class Face(models.Model):
     external_id = models.CharField(max_length=64, blank=True, db_index=True)
     # Quality (matching.quality): tiny or blurred faces match only with a stricter
     # tolerance. Empty for faces indexed before it was measured.
-    size = models.PositiveIntegerField(null=True, blank=True, help_text="Shorter side of the face, in pixels.")
-    sharpness = models.FloatField(null=True, blank=True, help_text="Detail relative to contrast (0 = flat).")
+    size = models.PositiveIntegerField(null=True, blank=True, help_text=_("Shorter side of the face, in pixels."))
+    sharpness = models.FloatField(null=True, blank=True, help_text=_("Detail relative to contrast (0 = flat)."))
     # The face of a person who opted out of the event (matching.optout decides):
     # blurred in every served copy, never in anyone's results.
     opted_out = models.BooleanField(
-        default=False, help_text="This person opted out: blurred in served copies, shown to no attendee."
+        default=False, help_text=_("This person opted out: blurred in served copies, shown to no attendee.")
     )
 
     objects = FaceQuerySet.as_manager()
@@ -392,7 +394,7 @@ class Attendee(models.Model):
     # An opt-out ("don't show me"): one selfie whose template is used only to find
     # this person's faces and hide them from everyone else. Its private link withdraws it.
     opted_out = models.BooleanField(
-        default=False, help_text="Not an attendee: a person who asked never to be shown in this event's photos."
+        default=False, help_text=_("Not an attendee: a person who asked never to be shown in this event's photos.")
     )
 
     objects = AttendeeQuerySet.as_manager()
@@ -437,10 +439,10 @@ class SelfieQuerySet(JobQuerySet, EngineFacesQuerySet):
 
 class Selfie(models.Model):
     class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        MATCHING = "matching", "Matching"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        MATCHING = "matching", _("Matching")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="selfies")
     attendee = models.ForeignKey(Attendee, on_delete=models.CASCADE, related_name="selfies")
@@ -456,7 +458,7 @@ class Selfie(models.Model):
     # Rekognition's SearchFaces returns at most 4,096 faces and cannot page.
     search_limit_reached = models.BooleanField(
         default=False,
-        help_text="The face engine's search returned its maximum number of faces: weaker matches may be missing.",
+        help_text=_("The face engine's search returned its maximum number of faces: weaker matches may be missing."),
     )
     matched_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -476,7 +478,7 @@ class Selfie(models.Model):
 class Match(models.Model):
     selfie = models.ForeignKey(Selfie, on_delete=models.CASCADE, related_name="matches")
     photo = models.ForeignKey(Photo, on_delete=models.CASCADE, related_name="matches")
-    distance = models.FloatField(help_text="Best (smallest) face distance between the selfie and the photo.")
+    distance = models.FloatField(help_text=_("Best (smallest) face distance between the selfie and the photo."))
     # The database's clock, not the worker's: re-matching compares it with the
     # start of a search (matching.services), and workers' clocks may drift apart.
     created_at = models.DateTimeField(db_default=Now())
@@ -581,10 +583,10 @@ class AuditEntry(models.Model):
     """
 
     class Kind(models.TextChoices):
-        SELFIE = "selfie", "Selfie"
-        OPTOUT = "optout", "Opt-out"
-        LIMIT = "limit", "Selfie limit reached"
-        QUICK_DELETE = "quick-delete", "Selfies deleted soon after matching"
+        SELFIE = "selfie", _("Selfie")
+        OPTOUT = "optout", _("Opt-out")
+        LIMIT = "limit", _("Selfie limit reached")
+        QUICK_DELETE = "quick-delete", _("Selfies deleted soon after matching")
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="audit_entries")
     kind = models.CharField(max_length=20, choices=Kind.choices)
