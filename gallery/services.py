@@ -622,6 +622,21 @@ def event_rematch(*, event: Event | None = None, stuck_only: bool = False) -> in
     return len(ids)
 
 
+def uploads_stuck_requeue() -> int:
+    """Queue again the uploads whose import job was lost: left "waiting to be imported"
+    or "importing" by a killed worker (UploadQuerySet.stuck). Returns how many.
+
+    The job claims its row (Upload.objects.claim), so a requeued upload whose first job
+    is alive after all is imported once; photos imported before a crash count as duplicates.
+    """
+    with transaction.atomic():
+        rows = list(Upload.objects.stuck(queue_empty=not jobs.waiting()).values_list("id", "event_id"))
+        Upload.objects.filter(id__in=[upload_id for upload_id, _ in rows]).reset()
+        for upload_id, event_id in rows:
+            jobs.enqueue_upload_import(upload_id, event_id=event_id)
+    return len(rows)
+
+
 # --- Uploads from the browser, in chunks -----------------------------------------
 #
 # The browser sends each file (a photo or a zip archive) in chunks of

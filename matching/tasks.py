@@ -107,22 +107,24 @@ SWEEP_SCHEDULE = "Requeue lost photo and selfie jobs"
 def stuck_requeue_task(job_id: str = "") -> str:
     """The sweeper: what `reindex --stuck` and `rematch --stuck` do, every Q_SWEEP_MINUTES.
 
-    A photo or selfie whose job died with its worker (on Redis, which never
+    A photo, selfie or browser upload whose job died with its worker (on Redis, which never
     delivers a job twice; on the ORM broker, when the delivery came too early)
-    is queued again, so nothing stays "processing" without a job that will end it.
+    is queued again, so nothing stays "processing" or "importing" without a job that will end it.
     """
 
     def sweep() -> str:
         photos = gallery_services.event_reindex(stuck_only=True)
         selfies = gallery_services.event_rematch(stuck_only=True)
-        if photos or selfies:
+        uploads = gallery_services.uploads_stuck_requeue()
+        if photos or selfies or uploads:
             logger.warning(
-                "requeued %s stuck photos and %s stuck selfies",
+                "requeued %s stuck photos, %s stuck selfies and %s stuck uploads",
                 photos,
                 selfies,
-                extra={"photos": photos, "selfies": selfies},
+                uploads,
+                extra={"photos": photos, "selfies": selfies, "uploads": uploads},
             )
-        return f"requeued {photos} photos, {selfies} selfies"
+        return f"requeued {photos} photos, {selfies} selfies, {uploads} uploads"
 
     return _run("stuck_requeue", job_id, sweep)
 

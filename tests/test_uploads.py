@@ -168,6 +168,29 @@ def test_the_import_job_is_taken_over_after_its_worker_died(people, run_jobs):
     assert people["event"].photos.count() == 1
 
 
+def test_the_sweeper_requeues_a_stale_upload_and_leaves_a_fresh_one(people, run_jobs, settings):
+    from matching.tasks import stuck_requeue_task
+
+    data = jpeg_bytes()
+    uploads = []
+    for name in ("stale.jpg", "fresh.jpg"):
+        status = start(people["alice"], people["event"], name, data)
+        assert put(people["alice"], status, 0, data).status_code == 200
+        Upload.objects.filter(pk=status["id"]).update(state=Upload.State.PENDING)
+        assert Upload.objects.claim(pk=status["id"])  # a worker took each, then was killed
+        uploads.append(Upload.objects.get(pk=status["id"]))
+    stale, fresh = uploads
+    dead = timezone.now() - timezone.timedelta(seconds=settings.Q_CLUSTER["timeout"] + 10)
+    Upload.objects.filter(pk=stale.pk).update(claimed_at=dead)
+    with run_jobs():
+        assert stuck_requeue_task() == "requeued 0 photos, 0 selfies, 1 uploads"
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stale.state, stale.imported) == (Upload.State.DONE, 1)
+    assert fresh.state == Upload.State.IMPORTING  # its claim may still belong to a running job
+    assert people["event"].photos.count() == 1
+
+
 def test_only_the_events_organizers_may_upload(people, run_jobs):
     event = people["event"]
     data = jpeg_bytes()
