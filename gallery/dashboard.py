@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from django.db.models import Count
 
-from gallery.models import Face, Photo, Selfie
+from gallery.models import Event, Face, Photo, Selfie
 
 FAILURES_SHOWN = 20
 
 
 def event_status(event_id: int) -> dict[str, int | bool]:
-    """Counts for the event: photos by state, faces, selfies, attendees who have photos, progress."""
+    """Counts for the event: photos by state, faces, selfies, attendees who have photos, downloads, progress."""
     by_state = dict(Photo.objects.filter(event_id=event_id).values_list("index_state").annotate(n=Count("id")))
     photos = {state: by_state.get(state, 0) for state in Photo.State.values}
     total = sum(photos.values())
     finished = photos[Photo.State.INDEXED] + photos[Photo.State.FAILED]
     selfies = Selfie.objects.filter(event_id=event_id)
+    downloads = Event.objects.filter(pk=event_id).values("downloads", "zip_downloads").first() or {}
     return {
         "photos": total,
         **photos,
@@ -32,6 +33,9 @@ def event_status(event_id: int) -> dict[str, int | bool]:
         "selfies_failed": selfies.failed().count(),
         # Attendees with at least one matched photo: what attendees came for.
         "attendees_found": selfies.filter(matches__isnull=False).values("attendee").distinct().count(),
+        # By attendees only (gallery.services.event_downloads_count): photos, zips included, and zips.
+        "downloads": downloads.get("downloads", 0),
+        "zip_downloads": downloads.get("zip_downloads", 0),
     }
 
 

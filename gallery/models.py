@@ -178,6 +178,14 @@ class Event(models.Model):
             "stricter). Empty: the server's AWS_REKOGNITION_SIMILARITY. Changing it matches every selfie again."
         ),
     )
+    # Counted by the attendee download views (gallery.services.event_downloads_count),
+    # never by the organizer's admin: a photo in a zip counts in `downloads` too.
+    downloads = models.PositiveIntegerField(
+        _("photos downloaded"), default=0, editable=False, help_text=_("Photos attendees downloaded, zips included.")
+    )
+    zip_downloads = models.PositiveIntegerField(
+        _("zip downloads"), default=0, editable=False, help_text=_("Zips of all their photos attendees downloaded.")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = EventQuerySet.as_manager()

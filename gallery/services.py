@@ -28,6 +28,7 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
@@ -568,6 +569,19 @@ def expired_attendee_data_purge(
     events = Event.objects.all() if events is None else events
     today = today or timezone.localdate()
     return [attendee_data_purge(event=event, dry_run=dry_run) for event in events.retention_expired(today=today)]
+
+
+# --- Attendees' downloads, for the event dashboard --------------------------------
+
+
+def event_downloads_count(*, event_id: int, photos: int = 1, zip_download: bool = False) -> None:
+    """Count a download by an attendee: one photo, or a zip of `photos` photos.
+
+    One UPDATE with F() expressions, so concurrent downloads never lose a count.
+    """
+    Event.objects.filter(pk=event_id).update(
+        downloads=F("downloads") + photos, zip_downloads=F("zip_downloads") + int(zip_download)
+    )
 
 
 # --- Queueing photos and selfies again -----------------------------------------

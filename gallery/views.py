@@ -415,7 +415,9 @@ def photo_image(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
 @require_GET
 def photo_download(request: HttpRequest, slug: str, photo_id: int) -> HttpResponse:
     photo = access.gallery_photo_for_visitor(request, slug, photo_id)
-    return serve_file(photo.display, download_name=_download_name(photo))
+    response = serve_file(photo.display, download_name=_download_name(photo))
+    services.event_downloads_count(event_id=photo.event_id)  # after serve_file: a missing file is a 404, not a download
+    return response
 
 
 @require_GET
@@ -423,6 +425,7 @@ def photos_zip(request: HttpRequest, slug: str) -> HttpResponse:
     """All the attendee's photos in one zip, streamed as it is built."""
     event, attendee = access.event_and_attendee_for_visitor(request, slug)
     photos = attendee.photos().exclude(display="").only("id", "original_name", "display")
+    services.event_downloads_count(event_id=event.pk, photos=photos.count(), zip_download=True)
     return zip_response(_zip_members(photos.iterator(chunk_size=200)), filename=f"{event.slug}-photos.zip")
 
 

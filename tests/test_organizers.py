@@ -330,6 +330,8 @@ def test_dashboard_counts_and_status_endpoint(world):
         "selfies": 1,
         "selfies_failed": 0,
         "attendees_found": 1,
+        "downloads": 0,
+        "zip_downloads": 0,
     }
     page = alice.get(change(event)).content.decode()
     assert 'id="event-dashboard"' in page and "js/event-dashboard.js" in page
