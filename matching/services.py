@@ -41,7 +41,7 @@ from django.utils.translation import gettext_noop
 from PIL import Image
 
 from gallery import branding, jobs
-from gallery.images import ImageProblem, faces_blurred, fitted, jpeg_file, load_rgb
+from gallery.images import ImageProblem, faces_blurred, fitted, jpeg_file, load_rgb, load_scaled
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
 from matching import index, quality, rules
@@ -88,7 +88,9 @@ def photo_index(*, photo_id: int) -> str:
     engine = get_engine()
     try:
         with photo.original.open("rb") as original:
-            image = load_rgb(original)
+            # Nothing below needs more than the display size: a large JPEG is
+            # decoded at a reduced scale (DCT scaling) no smaller than it.
+            image, full_size = load_scaled(original, side=settings.DISPLAY_MAX_SIDE)
         # One resize for all that follows the decode: the served copies are made
         # from it and the engine searches it (dlib needs no more than ~2,900 px to
         # find faces of 2.5% of the longest side; see matching.engines.dlib).
@@ -96,17 +98,19 @@ def photo_index(*, photo_id: int) -> str:
         if not _photo_derivatives_make(photo=photo, image=display):
             return "superseded"  # deleted while we worked: no engine call, no files left
         result = engine.index_photo(event_id=photo.event_id, photo_id=photo.pk, image=display)
-        result = dataclasses.replace(result, faces=_in_pixels_of(result.faces, scale=image.width / display.width))
+        # Face boxes are stored in the original's pixels, whatever scale was decoded.
+        result = dataclasses.replace(result, faces=_in_pixels_of(result.faces, scale=full_size[0] / display.width))
     except Exception as exc:
         if not isinstance(exc, ImageProblem):
             logger.exception("indexing photo %s failed", photo_id, extra={"photo_id": photo_id})
         photo_index_abandon(photo_id=photo_id, reason=_explain(exc))
         return "failed"
-    if not _photo_faces_store(photo=photo, image=image, engine=engine.name, result=result):
+    if not _photo_faces_store(photo=photo, image=image, full_size=full_size, engine=engine.name, result=result):
         return "superseded"
-    # Before any match: an opted-out face is marked and blurred in the served copies.
+    # Before any match: an opted-out face is marked and blurred in the served copies
+    # (from the full-size original when a reduced scale was decoded: the boxes are in its pixels).
     if optout_faces_mark(event_id=photo.event_id, photo_ids=[photo.pk]) or photo.faces.filter(opted_out=True).exists():
-        photo_copies_remake(photo=photo, image=image)
+        photo_copies_remake(photo=photo, image=image if image.size == full_size else None)
     try:
         photo_match(photo=photo)
     except Exception:
@@ -125,8 +129,13 @@ def _batch_end_notify(event_id: int) -> None:
         jobs.enqueue_new_photos_notify(event_id)
 
 
-def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result: PhotoFaces) -> bool:
+def _photo_faces_store(
+    *, photo: Photo, image: Image.Image, full_size: tuple[int, int], engine: str, result: PhotoFaces
+) -> bool:
     """Record the photo as indexed with these faces in place of its old ones, and the faces left out.
+
+    Face boxes and the photo's size are in the original's pixels (full_size);
+    `image` is the decoded picture, possibly at a reduced scale, for sharpness.
 
     False when the photo was reset (reindex) or deleted while we worked: a newer
     job owns it, and faces a hosted engine kept in this run belong to no row.
@@ -141,8 +150,8 @@ def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result:
                 face_count=len(found),
                 faces_left_out=result.left_out_count,
                 faces_left_out_reasons=result.left_out,
-                width=image.width,
-                height=image.height,
+                width=full_size[0],
+                height=full_size[1],
                 indexed_at=Now(),  # the database clock: index.py compares these across workers
                 claimed_at=None,
             )
@@ -152,15 +161,19 @@ def _photo_faces_store(*, photo: Photo, image: Image.Image, engine: str, result:
             return False
         replaced = list(photo.faces.remote().values_list("engine", "external_id"))
         photo.faces.all().delete()
-        Face.objects.bulk_create(_face_row(photo=photo, image=image, engine=engine, face=face) for face in found)
+        scale = image.width / full_size[0]
+        Face.objects.bulk_create(
+            _face_row(photo=photo, image=image, scale=scale, engine=engine, face=face) for face in found
+        )
     # Remote faces of the old index that this run did not keep again go too.
     kept = {face.external_id for face in found}
     jobs.enqueue_forget(photo.event_id, [(name, face_id) for name, face_id in replaced if face_id not in kept])
     return True
 
 
-def _face_row(*, photo: Photo, image: Image.Image, engine: str, face: FoundFace) -> Face:
-    box = {"left": face.left, "top": face.top, "width": face.width, "height": face.height}
+def _face_row(*, photo: Photo, image: Image.Image, scale: float, engine: str, face: FoundFace) -> Face:
+    """A face row; `scale` takes its box from the original's pixels to `image`'s."""
+    box = {side: round(getattr(face, side) * scale) for side in ("left", "top", "width", "height")}
     return Face(
         photo=photo,
         left=face.left,

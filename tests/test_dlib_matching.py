@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,32 @@ def test_another_dlib_serialization_falls_back_to_dlibs_own_pyramid():
             Path(path).write_bytes(b"\x01\x03" + bytes(100))
 
     assert _one_level(Detector()) is None
+
+
+def test_a_large_jpeg_decoded_at_half_scale_keeps_its_faces_in_original_pixels(dlib_engine, event, run_jobs, settings):
+    """DCT-scaled decoding (DISPLAY_MAX_SIDE at most half the photo) changes no stored geometry."""
+    settings.DISPLAY_MAX_SIDE = 1200
+    small = Image.open(sample("people/obama/obama4.jpg")).convert("RGB")
+    expected = get_engine("dlib").detect(small)
+    assert len(expected) == 1
+    # The same picture at 2.5 times its size, stored a quarter turn counter-clockwise
+    # with EXIF orientation 6 saying so: both the draft scale and the swapped sides count.
+    factor = 2.5
+    large = small.resize((round(small.width * factor), round(small.height * factor)), Image.Resampling.BICUBIC)
+    assert max(large.size) >= 2 * settings.DISPLAY_MAX_SIDE
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    large.rotate(90, expand=True).save(buffer, format="JPEG", quality=92, exif=exif)
+
+    with run_jobs():
+        summary = services.photo_import(event=event, name="large.jpg", fileobj=io.BytesIO(buffer.getvalue()))
+    assert len(summary.created) == 1
+    photo = Photo.objects.get()
+    assert photo.index_state == Photo.State.INDEXED, photo.index_error
+    assert (photo.width, photo.height) == large.size
+    face = photo.faces.get()
+    for side in ("left", "top", "width", "height"):
+        # The box dlib finds in the small picture, scaled up: the same place in the large one.
+        assert getattr(face, side) == pytest.approx(getattr(expected[0], side) * factor, abs=0.06 * large.width)
+    assert face.sharpness > 0.05
