@@ -136,22 +136,26 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(np.uint8(np.clip(layers + base, 0, 255)))
 
 
-def make_large(folder: Path, count: int) -> dict[str, set[str]]:
+def make_large(
+    folder: Path, count: int, *, size: tuple[int, int] = (4000, 2667), collages: bool = True
+) -> dict[str, set[str]]:
+    """Scenes of `size` with 2-5 small faces (2.7-7% of the longest side), and 2,000 px collages."""
     rng = np.random.default_rng(SEED)
     pick = random.Random(SEED)
     crops = _face_crops()
     labels: dict[str, set[str]] = {}
-    scenes = count * 2 // 3
+    scenes = count * 2 // 3 if collages else count
+    width, height = size
     for n in range(scenes):
-        canvas = _background(rng, (4000, 2667))
+        canvas = _background(rng, size)
         people: set[str] = set()
         taken: list[tuple[int, int, int, int]] = []
         for _ in range(pick.randint(2, 5)):
             person, crop, (_, _, fw, _) = pick.choice(crops)
-            scale = pick.uniform(110, 280) / fw
+            scale = pick.uniform(110, 280) * width / 4000 / fw
             head = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.Resampling.LANCZOS)
             for _attempt in range(50):
-                x, y = pick.randint(0, 4000 - head.width), pick.randint(0, 2667 - head.height)
+                x, y = pick.randint(0, width - head.width), pick.randint(0, height - head.height)
                 box = (x, y, x + head.width, y + head.height)
                 if all(box[2] < t[0] or box[0] > t[2] or box[3] < t[1] or box[1] > t[3] for t in taken):
                     break
@@ -443,7 +447,11 @@ def compare(name: str, run: int, known: Path, unknown: Path, labels: dict[str, s
 def main() -> None:
     global FACES  # --faces: one folder for the whole run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", default="mixed,large", help="comma-separated: mixed, large")
+    parser.add_argument(
+        "--sets",
+        default="mixed,large",
+        help="comma-separated: mixed, large, camera (6000x4000 scenes, half as many as --large)",
+    )
     parser.add_argument("--large", type=int, default=60, help="photos in the large set")
     parser.add_argument("--repeat", type=int, default=1, help="runs per set, alternating which side goes first")
     parser.add_argument(
@@ -470,7 +478,12 @@ def main() -> None:
         for name in args.sets.split(","):
             unknown = Path(tmp) / name
             unknown.mkdir()
-            labels = make_mixed(unknown) if name == "mixed" else make_large(unknown, args.large)
+            if name == "mixed":
+                labels = make_mixed(unknown)
+            elif name == "camera":  # what most event photographers' cameras make: 24 MP
+                labels = make_large(unknown, args.large // 2, size=(6000, 4000), collages=False)
+            else:
+                labels = make_large(unknown, args.large)
             sizes = [max(Image.open(unknown / f).size) for f in labels]
             pairs = sum(map(len, labels.values()))
             print(f"\n{name}: {len(labels)} photos, {min(sizes)}-{max(sizes)} px, {pairs} labelled pairs")
