@@ -7,9 +7,10 @@ indexing runs.
 
 from __future__ import annotations
 
-from django.db.models import Count
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
 
-from gallery.models import Event, Face, Photo, Selfie
+from gallery.models import Download, Face, Photo, Selfie
 
 FAILURES_SHOWN = 20
 
@@ -21,7 +22,9 @@ def event_status(event_id: int) -> dict[str, int | bool]:
     total = sum(photos.values())
     finished = photos[Photo.State.INDEXED] + photos[Photo.State.FAILED]
     selfies = Selfie.objects.filter(event_id=event_id)
-    downloads = Event.objects.filter(pk=event_id).values("downloads", "zip_downloads").first() or {}
+    downloads = Download.objects.filter(event_id=event_id).aggregate(
+        photos=Coalesce(Sum("photos"), 0), zips=Count("id", filter=Q(zip=True))
+    )
     return {
         "photos": total,
         **photos,
@@ -34,8 +37,8 @@ def event_status(event_id: int) -> dict[str, int | bool]:
         # Attendees with at least one matched photo: what attendees came for.
         "attendees_found": selfies.filter(matches__isnull=False).values("attendee").distinct().count(),
         # By attendees only (gallery.services.event_downloads_count): photos, zips included, and zips.
-        "downloads": downloads.get("downloads", 0),
-        "zip_downloads": downloads.get("zip_downloads", 0),
+        "downloads": downloads["photos"],
+        "zip_downloads": downloads["zips"],
     }
 
 

@@ -178,14 +178,6 @@ class Event(models.Model):
             "stricter). Empty: the server's AWS_REKOGNITION_SIMILARITY. Changing it matches every selfie again."
         ),
     )
-    # Counted by the attendee download views (gallery.services.event_downloads_count),
-    # never by the organizer's admin: a photo in a zip counts in `downloads` too.
-    downloads = models.PositiveIntegerField(
-        _("photos downloaded"), default=0, editable=False, help_text=_("Photos attendees downloaded, zips included.")
-    )
-    zip_downloads = models.PositiveIntegerField(
-        _("zip downloads"), default=0, editable=False, help_text=_("Zips of all their photos attendees downloaded.")
-    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = EventQuerySet.as_manager()
@@ -609,3 +601,21 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.client} ({self.event_id})"
+
+
+class Download(models.Model):
+    """One download by an attendee (a photo, or a zip of `photos` photos), for the event's dashboard.
+
+    A row per download rather than counters on the event: an UPDATE of the event
+    row would wait for the matching jobs, which lock it while they decide
+    (matching.services._event_lock), and the attendee would wait with it. An
+    INSERT only needs the event to exist. Nothing here says who downloaded.
+    """
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="downloads")
+    photos = models.PositiveIntegerField(default=1)
+    zip = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.photos} ({self.event_id})"

@@ -28,7 +28,6 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, models, transaction
-from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
@@ -45,6 +44,7 @@ from gallery.models import (
     ORIGINAL_PREFIX,
     Attendee,
     AuditEntry,
+    Download,
     Event,
     Match,
     Photo,
@@ -575,13 +575,8 @@ def expired_attendee_data_purge(
 
 
 def event_downloads_count(*, event_id: int, photos: int = 1, zip_download: bool = False) -> None:
-    """Count a download by an attendee: one photo, or a zip of `photos` photos.
-
-    One UPDATE with F() expressions, so concurrent downloads never lose a count.
-    """
-    Event.objects.filter(pk=event_id).update(
-        downloads=F("downloads") + photos, zip_downloads=F("zip_downloads") + int(zip_download)
-    )
+    """Count a download by an attendee: one photo, or a zip of `photos` photos."""
+    Download.objects.create(event_id=event_id, photos=photos, zip=zip_download)
 
 
 # --- Queueing photos and selfies again -----------------------------------------

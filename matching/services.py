@@ -319,10 +319,13 @@ def _event_lock(event_id: int) -> Event | None:
     A decision reads every selfie and face of the event and rewrites the matches
     of the identities it concerns; two at once could each miss the other's rows
     (a take-over undone by a photo job that searched before the new selfie
-    committed). PostgreSQL: a row lock on the event. SQLite: transactions are
-    IMMEDIATE, so writers are serialised already (select_for_update is a no-op).
+    committed). PostgreSQL: a row lock on the event, FOR NO KEY UPDATE so that
+    rows referring to the event (a new selfie, attendee or download) can still be
+    inserted meanwhile: FOR UPDATE would make every attendee's upload wait for
+    the decision in progress. SQLite: transactions are IMMEDIATE, so writers are
+    serialised already (select_for_update is a no-op).
     """
-    return Event.objects.select_for_update().filter(pk=event_id).first()
+    return Event.objects.select_for_update(no_key=True).filter(pk=event_id).first()
 
 
 def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, photo_id: int | None = None) -> int:
