@@ -212,6 +212,10 @@ class JobQuerySet(models.QuerySet):
     def _in(self, *states: str, **more: object) -> Q:
         return Q(**{f"{self.state_field}__in": states}, **more)
 
+    def pending(self) -> Self:
+        """Waiting for their job (queued, not claimed yet)."""
+        return self.filter(self._in(self.PENDING))
+
     def failed(self) -> Self:
         return self.filter(self._in(self.FAILED))
 

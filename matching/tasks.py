@@ -12,6 +12,7 @@ from django_q.exceptions import TimeoutException
 
 from gallery import emails
 from gallery import services as gallery_services
+from gallery.models import Selfie
 from matching import services
 from matching.engines import get_engine
 
@@ -38,7 +39,26 @@ def _run(job: str, job_id: str, work: Callable[[], str], **ids: int) -> str:
         )
 
 
+# Selfies first. An attendee waits on the page for their photos while an
+# organizer's import can wait a second, but django-q2's queues have no
+# priorities: a selfie queued behind 2,000 photos would wait for all of them. So
+# a worker about to index a photo first matches the selfies already waiting (at
+# most this many, to stay far within Q_TIMEOUT). Each claims its row as usual,
+# so its own job, delivered later, finds it done and skips it.
+SELFIES_BEFORE_A_PHOTO = 3
+
+
+def _waiting_selfies_match() -> None:
+    waiting = Selfie.objects.pending().order_by("pk").values_list("pk", flat=True)
+    for selfie_id in waiting[:SELFIES_BEFORE_A_PHOTO]:
+        try:
+            selfie_match_task(selfie_id, job_id="before-a-photo")
+        except Exception:  # a database error: the sweeper requeues it; the photo must not suffer
+            logger.exception("matching waiting selfie %s failed", selfie_id, extra={"selfie_id": selfie_id})
+
+
 def photo_index_task(photo_id: int, job_id: str = "") -> str:
+    _waiting_selfies_match()
     try:
         return _run("photo_index", job_id, lambda: services.photo_index(photo_id=photo_id), photo_id=photo_id)
     except TimeoutException:

@@ -412,3 +412,23 @@ def test_copies_left_by_a_killed_run_are_replaced_not_orphaned(pending_photo, se
     }
     assert stored == {pending_photo.original.name, pending_photo.display.name, pending_photo.thumbnail.name}
     assert pending_photo.display.read() != b"left by a killed run"
+
+
+def test_a_worker_about_to_index_a_photo_first_matches_the_waiting_selfies(event, pending_photo, monkeypatch):
+    from matching import tasks
+    from tests.conftest import upload
+
+    monkeypatch.setattr(tasks, "SELFIES_BEFORE_A_PHOTO", 2)
+    # Three attendees' selfies queued (their jobs not run: no on-commit callbacks here).
+    waiting = [
+        services.selfie_create(event=event, upload=upload(f"{n}.jpg", jpeg_bytes(colour)), consent=True)
+        for n, colour in enumerate([(200, 60, 60), (20, 200, 60), (30, 60, 200)])
+    ]
+    assert tasks.photo_index_task(pending_photo.pk) == "indexed"
+    states = list(Selfie.objects.order_by("pk").values_list("match_state", flat=True))
+    # The two oldest first, then the photo; the third waits for the next photo or its own job.
+    assert states == [Selfie.State.DONE, Selfie.State.DONE, Selfie.State.PENDING]
+    assert Match.objects.filter(selfie=waiting[0], photo=pending_photo).exists()  # the fake engine: the photo's colour
+    # Their own jobs, delivered later, find them done and leave them alone.
+    assert tasks.selfie_match_task(waiting[0].pk) == "skipped"
+    assert tasks.selfie_match_task(waiting[2].pk) == "done"
