@@ -436,6 +436,14 @@ SELFIE_UPLOAD_WINDOW = env_int("SELFIE_UPLOAD_WINDOW", 10 * 60)
 # A selfie deleted (or replaced) less than this many minutes after it was matched is
 # listed on the organizer's audit page: searching for someone, then hiding the search.
 AUDIT_QUICK_DELETE_MINUTES = env_int("AUDIT_QUICK_DELETE_MINUTES", 10)
+# The pose check of camera-only events (matching.pose, docs/privacy.md): the head's
+# turn measured from dlib's landmarks (0 facing, ±1 in profile); frontal photos of
+# the sample faces measure 0.15 at most, three-quarter views 0.29 to 0.57. The two
+# pictures' embedding distance: 0.33 to 0.42 between frontal and turned photos of
+# one person taken on different days, 0.65 or more between two people.
+POSE_FRONTAL_MAX_YAW = env_float("POSE_FRONTAL_MAX_YAW", 0.2)
+POSE_TURNED_MIN_YAW = env_float("POSE_TURNED_MIN_YAW", 0.3)
+POSE_SAME_PERSON_DISTANCE = env_float("POSE_SAME_PERSON_DISTANCE", 0.5)
 
 
 # Content-Security-Policy (django-csp): scripts and styles only from our own static

@@ -36,6 +36,23 @@ class SelfieForm(forms.Form):
     )
 
 
+CAMERA_REQUIRED = _("This event accepts only selfies taken with the camera on this page, in two pictures.")
+EMPTY = _("That file is empty.")
+
+
+class CameraSelfieForm(SelfieForm):
+    """A camera-only event's selfie: the page's camera sends a second picture, head turned.
+
+    Required here, so a selfie posted without the page's camera (a file sent by
+    hand) is refused; the job's pose check then compares the two (matching.pose).
+    """
+
+    image = forms.FileField(label=_("Your selfie"), error_messages={"required": CAMERA_REQUIRED, "empty": EMPTY})
+    turned = forms.FileField(
+        label=_("Your selfie, head turned"), error_messages={"required": CAMERA_REQUIRED, "empty": EMPTY}
+    )
+
+
 class OptOutForm(forms.Form):
     """The same fields as the selfie form; the consent is to a template used only to hide the person."""
 

@@ -178,6 +178,16 @@ class Event(models.Model):
             "stricter). Empty: the server's AWS_REKOGNITION_SIMILARITY. Changing it matches every selfie again."
         ),
     )
+    # Against using someone else's photo as a selfie (docs/privacy.md, "Camera-only mode").
+    camera_only = models.BooleanField(
+        _("camera only"),
+        default=False,
+        help_text=_(
+            "Selfies only from the front camera on the event page, with a short pose check (facing, then head "
+            "turned), instead of any photo: a photo of someone else is then refused in most cases. Opt-outs are "
+            "not concerned."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = EventQuerySet.as_manager()
@@ -452,6 +462,8 @@ class Selfie(models.Model):
     attendee = models.ForeignKey(Attendee, on_delete=models.CASCADE, related_name="selfies")
     # Emptied when matching finds no face: an unusable selfie is not kept.
     image = models.FileField(upload_to=selfie_path, max_length=300, blank=True)
+    # Camera-only events: the second picture (head turned), kept only until the job's pose check has run.
+    turned_image = models.FileField(upload_to=selfie_path, max_length=300, blank=True, editable=False)
     consent_at = models.DateTimeField()
     match_state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING, db_index=True)
     match_error = models.TextField(blank=True)

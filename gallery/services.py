@@ -366,6 +366,7 @@ def selfie_create(
     replace: bool = False,
     opted_out: bool = False,
     client: str = "",
+    turned: IO[bytes] | None = None,
 ) -> Selfie:
     """Store the selfie as it came and queue its matching; the job makes the small copy.
 
@@ -382,6 +383,10 @@ def selfie_create(
 
     With `opted_out` (and no attendee) the new attendee is an opt-out: see optout_create.
 
+    `turned` is the second picture of a camera-only event's selfie (head turned),
+    which the job's pose check compares with the first before enrolling it
+    (matching.pose), then deletes.
+
     Raises ImageProblem (with a message for the attendee) for unusable images, and
     SelfieNotStored when the database refuses the write; in both cases no file is left.
     """
@@ -394,17 +399,13 @@ def selfie_create(
                 _("You already have %(count)d selfies: delete them to start again.")
                 % {"count": settings.ATTENDEE_MAX_SELFIES}
             )
-    if getattr(upload, "size", 0) > settings.SELFIE_MAX_BYTES:
-        raise ImageProblem(
-            _("This photo is too large; the limit is %(size)s.") % {"size": filesizeformat(settings.SELFIE_MAX_BYTES)}
-        )
-    image = identify(upload)
-    if image.width * image.height > settings.SELFIE_MAX_PIXELS:
-        raise ImageProblem(_("This photo has too many pixels for a selfie; please use a smaller one."))
-    upload.seek(0)
+    suffix = _selfie_upload_check(upload)
+    turned_suffix = _selfie_upload_check(turned) if turned is not None else ""
     now = timezone.now()
     selfie = Selfie(event=event, consent_at=now)
-    selfie.image.save(f"original.{file_suffix(image)}", File(upload), save=False)
+    selfie.image.save(f"original.{suffix}", File(upload), save=False)
+    if turned is not None:
+        selfie.turned_image.save(f"original.{turned_suffix}", File(turned), save=False)
     try:
         with transaction.atomic():
             if attendee is None:
@@ -422,9 +423,24 @@ def selfie_create(
             jobs.enqueue_selfie_match(selfie.pk)
     except DatabaseError as exc:
         # A face must never stay on disk without the row that would delete it.
-        selfie.image.storage.delete(selfie.image.name)
+        for file in (selfie.image, selfie.turned_image):
+            if file:
+                file.storage.delete(file.name)
         raise SelfieNotStored(str(exc)) from exc
     return selfie
+
+
+def _selfie_upload_check(upload: IO[bytes]) -> str:
+    """The file suffix of an acceptable selfie picture, from its header only; ImageProblem otherwise."""
+    if getattr(upload, "size", 0) > settings.SELFIE_MAX_BYTES:
+        raise ImageProblem(
+            _("This photo is too large; the limit is %(size)s.") % {"size": filesizeformat(settings.SELFIE_MAX_BYTES)}
+        )
+    image = identify(upload)
+    if image.width * image.height > settings.SELFIE_MAX_PIXELS:
+        raise ImageProblem(_("This photo has too many pixels for a selfie; please use a smaller one."))
+    upload.seek(0)
+    return file_suffix(image)
 
 
 def optout_create(*, event: Event, upload: IO[bytes], consent: bool, client: str = "") -> Attendee:
@@ -444,8 +460,17 @@ def optout_withdraw(*, optout: Attendee) -> None:
     optout.delete()
 
 
+def selfie_turned_drop(*, selfie_id: int) -> None:
+    """Delete the second picture of a camera-only selfie: only the pose check needed it."""
+    with transaction.atomic():
+        name = Selfie.objects.filter(pk=selfie_id).values_list("turned_image", flat=True).first()
+        if name and Selfie.objects.filter(pk=selfie_id, turned_image=name).update(turned_image=""):
+            jobs.enqueue_files_delete([name])
+
+
 def selfie_image_drop(*, selfie_id: int) -> None:
-    """Delete a selfie's picture but keep its row (and failure message): matching could not use it."""
+    """Delete a selfie's pictures but keep its row (and failure message): matching could not use it."""
+    selfie_turned_drop(selfie_id=selfie_id)
     with transaction.atomic():
         name = Selfie.objects.filter(pk=selfie_id).values_list("image", flat=True).first()
         if name and Selfie.objects.filter(pk=selfie_id, image=name).update(image=""):

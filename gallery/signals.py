@@ -47,7 +47,7 @@ def _photo_post_delete(sender: type[Photo], instance: Photo, **kwargs: object) -
 @receiver(post_delete, sender=Selfie)
 def _selfie_post_delete(sender: type[Selfie], instance: Selfie, **kwargs: object) -> None:
     jobs.enqueue_forget(instance.event_id, [(instance.engine, instance.external_id)])
-    _delete_files_on_commit(instance.image)
+    _delete_files_on_commit(instance.image, instance.turned_image)
 
 
 @receiver(post_delete, sender=UploadChunk)

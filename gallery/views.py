@@ -26,7 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from gallery import access, emails, services
-from gallery.forms import CodeForm, EmailForm, OptOutForm, SelfieForm
+from gallery.forms import CameraSelfieForm, CodeForm, EmailForm, OptOutForm, SelfieForm
 from gallery.images import ImageProblem
 from gallery.links import public_url
 from gallery.models import Event, Photo, Selfie
@@ -89,15 +89,19 @@ def event(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "gallery/code.html", {"event": event, "form": form}, status=status)
     attendee = access.attendee_for_visitor(request, event)
     adding = request.GET.get("add") == "1" and attendee is not None
-    context = {"event": event, "form": SelfieForm(), "attendee": attendee, "adding": adding}
+    context = {"event": event, "form": _selfie_form_class(event)(), "attendee": attendee, "adding": adding}
     return render(request, "gallery/event.html", context)
+
+
+def _selfie_form_class(event: Event) -> type[SelfieForm]:
+    return CameraSelfieForm if event.camera_only else SelfieForm
 
 
 @require_POST
 def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     """A selfie from the event page (replaces this browser's own selfies) or "add another selfie"."""
     event = access.unlocked_event_for_attendee(request, slug)
-    form = SelfieForm(request.POST, request.FILES)
+    form = _selfie_form_class(event)(request.POST, request.FILES)
     adding = form.data.get("add") == "1"
     # Adding goes to the attendee shown (their private link is a full credential);
     # starting over only ever touches this browser's own attendee.
@@ -115,6 +119,7 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 attendee=attendee,
                 replace=not adding,
                 client=access.client_tag(request),
+                turned=form.cleaned_data.get("turned"),
             )
         except (ImageProblem, services.SelfieLimit) as exc:
             form.add_error("image", str(exc))

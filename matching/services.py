@@ -43,8 +43,8 @@ from PIL import Image
 from gallery import branding, jobs
 from gallery.images import ImageProblem, faces_blurred, fitted, jpeg_file, load_rgb, load_scaled
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
-from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original
-from matching import index, quality, rules
+from gallery.services import selfie_copy_store, selfie_image_drop, selfie_is_original, selfie_turned_drop
+from matching import index, pose, quality, rules
 from matching.engines import get_engine
 from matching.engines.base import EmbeddingEngine, FaceEngine, FaceGone, FoundFace, HostedEngine, PhotoFaces
 
@@ -552,6 +552,14 @@ def _selfie_enroll(*, engine: FaceEngine, selfie: Selfie) -> bool:
         # Decoded at reduced scale where the format allows (JPEG): a selfie
         # never needs more than SELFIE_MAX_SIDE pixels a side.
         image = load_rgb(stored, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
+    if selfie.turned_image:
+        # A camera-only event's selfie: the pose check first (ImageProblem fails the selfie,
+        # and both pictures go). The turned picture goes once it passed: a later delivery of
+        # this job then enrolls without it, as the check was passed.
+        with selfie.turned_image.open("rb") as stored:
+            turned = load_rgb(stored, draft_side=settings.SELFIE_MAX_SIDE, max_pixels=settings.SELFIE_MAX_PIXELS)
+        pose.pose_check(front=image, turned=turned)
+        selfie_turned_drop(selfie_id=selfie.pk)
     if selfie_is_original(selfie):
         # Stored as uploaded (gallery.services.selfie_create): keep only a small
         # metadata-free copy from now on, and enroll exactly what is kept.
