@@ -377,11 +377,23 @@ def _identity_record(*, members: list[int], photos: dict[int, float]) -> int:
     """
     stale = Match.objects.filter(selfie_id__in=members, photo__index_state=Photo.State.INDEXED)
     stale.exclude(photo_id__in=list(photos)).delete()
-    matches = [Match(selfie_id=s, photo_id=p, distance=d) for s in members for p, d in photos.items()]
+    # Only what changed is written: most decisions confirm most rows (a new selfie
+    # of a known face adds its own rows, the others' stay), and rewriting them all
+    # held the event lock for seconds once identities had thousands of matches.
+    current = {
+        (s, p): d
+        for s, p, d in Match.objects.filter(selfie_id__in=members).values_list("selfie_id", "photo_id", "distance")
+    }
+    changed = [
+        Match(selfie_id=s, photo_id=p, distance=float(d))
+        for s in members
+        for p, d in photos.items()
+        if current.get((s, p)) != float(d)
+    ]
     Match.objects.bulk_create(
-        matches, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
+        changed, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
     )
-    return len(matches)
+    return len(members) * len(photos)
 
 
 def _selfie_decide(*, selfie: Selfie, engine: str) -> str:

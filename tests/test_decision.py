@@ -242,3 +242,28 @@ def test_matches_of_photos_being_indexed_again_stay_until_their_own_job_decides(
     Photo.objects.filter(pk=first.pk).update(index_state=Photo.State.INDEXED, indexed_at=timezone.now())
     decide(event, photo_id=first.pk)  # the second photo is still waiting for its job
     assert dict(Match.objects.values_list("photo_id", "created_at")) == before  # kept, not re-created
+
+
+def test_a_decision_writes_only_the_matches_that_change(event):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for n in range(3):
+        photo_with(event, vector(0.1 * n), name=f"{n}.jpg")
+    first = enrolled(event, vector(0))
+    decide(event, selfie_id=first.pk)
+    assert shown(first) == {"0.jpg", "1.jpg", "2.jpg"}
+    created = dict(Match.objects.values_list("photo_id", "created_at"))
+
+    # Deciding again with nothing new writes nothing.
+    with CaptureQueriesContext(connection) as queries:
+        decide(event, selfie_id=first.pk)
+    writes = [q["sql"] for q in queries if q["sql"].startswith(("INSERT", "UPDATE")) and "gallery_match" in q["sql"]]
+    assert writes == []
+
+    # The same person's second selfie (merged into one identity) shows the same photos;
+    # the first one's rows are kept (they are not news), not deleted and made again.
+    second = enrolled(event, vector(0.01))
+    decide(event, selfie_id=second.pk)
+    assert shown(second) == shown(first) == {"0.jpg", "1.jpg", "2.jpg"}
+    assert dict(Match.objects.filter(selfie=first).values_list("photo_id", "created_at")) == created
