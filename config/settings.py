@@ -351,6 +351,19 @@ FACE_EXPANSION_TOLERANCE = env_float("FACE_EXPANSION_TOLERANCE", 0.45)
 FACE_SELFIE_JITTER = env_int("FACE_SELFIE_JITTER", 1)
 # dlib: landmark model for encodings, small (5 points, fast) or large (68 points).
 FACE_SELFIE_LANDMARKS = env("FACE_SELFIE_LANDMARKS", "small")
+# dlib: how embeddings are computed. numpy runs dlib's own network (its model file)
+# with numpy's OpenBLAS: the same embeddings (within 1e-6) for ~1/5 of the CPU of
+# dlib-bin, which is built without BLAS (docs/benchmarks.md, section 2); dlib uses
+# dlib's encoder. Jittered or 68-point selfie encodings always use dlib's.
+FACE_EMBEDDER = env("FACE_EMBEDDER", "numpy")
+if FACE_EMBEDDER not in {"numpy", "dlib"}:
+    raise ImproperlyConfigured(f"FACE_EMBEDDER={FACE_EMBEDDER!r}: use numpy or dlib")
+# One OpenBLAS thread per process: each job worker (Q_WORKERS, one per core) already
+# keeps a core busy, and OpenBLAS's own threads would oversubscribe the cores (two
+# workers on 2 cores: 10x slower embeddings, measured). OpenBLAS reads this once,
+# when numpy is first imported, which in every process (manage.py, gunicorn, the
+# cluster's workers) comes after the settings; a value set by the operator wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 AWS_REKOGNITION_REGION = env("AWS_REKOGNITION_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
 AWS_REKOGNITION_COLLECTION_PREFIX = env("AWS_REKOGNITION_COLLECTION_PREFIX", "trouvaille")

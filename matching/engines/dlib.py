@@ -6,6 +6,7 @@ loading dlib's models costs ~100 MB and a second, which the web process never pa
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -14,7 +15,10 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
+from matching.engines import resnet
 from matching.engines.base import EmbeddingEngine, FoundFace, largest
+
+logger = logging.getLogger(__name__)
 
 # The coarse pyramid (see DlibEngine._locate). dlib scans a pyramid whose levels
 # shrink by 5/6, but its face detector scores a face well over a ~1.6x range of
@@ -55,6 +59,36 @@ def _one_level(detector: object) -> object | None:
         return dlib.fhog_object_detector(str(path))
 
 
+# dlib's face chips, as its compute_face_descriptor makes them
+# (dlib/tools/python/src/face_recognition.cpp: get_face_chip_details(shape, 150, 0.25)).
+CHIP_PADDING = 0.25
+# The numpy network must give dlib's embedding (within 1e-6 in practice) or is not used.
+EMBEDDING_TOLERANCE = 1e-4
+
+
+def _numpy_embedder(encoder: object) -> resnet.Network | None:
+    """dlib's embedding network run by numpy (FACE_EMBEDDER=numpy), or None: dlib's encoder.
+
+    None too if the installed model file is not the one resnet.py parses, or if
+    the numpy network disagrees with this dlib on a test chip (a dlib release that
+    computes differently): the check costs one dlib embedding per process.
+    """
+    if settings.FACE_EMBEDDER != "numpy":
+        return None
+    try:
+        network = resnet.installed_network()
+    except (resnet.ModelFormatError, OSError) as error:
+        logger.warning("FACE_EMBEDDER=numpy: dlib's model file cannot be read (%s); using dlib's encoder", error)
+        return None
+    chip = np.random.default_rng(0).integers(0, 256, (1, resnet.CHIP_SIZE, resnet.CHIP_SIZE, 3), dtype=np.uint8)
+    expected = np.asarray(encoder.compute_face_descriptor(chip[0], 0), dtype=np.float32)
+    difference = float(np.abs(network.embed(chip)[0] - expected).max())
+    if difference > EMBEDDING_TOLERANCE:
+        logger.warning("FACE_EMBEDDER=numpy: %.1e away from dlib's embedding; using dlib's encoder", difference)
+        return None
+    return network
+
+
 def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     """Intersection over union of two (left, top, right, bottom) boxes."""
     width = min(a[2], b[2]) - max(a[0], b[0])
@@ -85,6 +119,8 @@ class DlibEngine(EmbeddingEngine):
             from face_recognition import api
 
         self._fr = face_recognition
+        self._landmarks = api.pose_predictor_5_point
+        self._embedder = _numpy_embedder(api.face_encoder)
         self._dense = api.face_detector
         self._level = _one_level(api.face_detector) if settings.FACE_MODEL == "hog" else None
         self.max_side = settings.FACE_DETECT_MAX_SIDE
@@ -117,7 +153,10 @@ class DlibEngine(EmbeddingEngine):
         css = [(round(top), round(right), round(bottom), round(left)) for left, top, right, bottom in boxes]
         if largest_only:  # a selfie: only its main face is worth a (jittered) encoding
             css = [max(css, key=lambda box: (box[2] - box[0]) * (box[1] - box[3]))]
-        encodings = self._fr.face_encodings(pixels, known_face_locations=css, num_jitters=jitter, model=landmarks)
+        if self._embedder is not None and jitter <= 1 and landmarks == "small":
+            encodings = self._embed(pixels, css)
+        else:
+            encodings = self._fr.face_encodings(pixels, known_face_locations=css, num_jitters=jitter, model=landmarks)
         return [
             FoundFace(
                 left=max(0, left),
@@ -128,6 +167,21 @@ class DlibEngine(EmbeddingEngine):
             )
             for (top, right, bottom, left), encoding in zip(css, encodings, strict=True)
         ]
+
+    def _embed(self, pixels: np.ndarray, css: list[tuple[int, int, int, int]]) -> np.ndarray:
+        """face_recognition.face_encodings(num_jitters=1, model="small"), by numpy.
+
+        The same 5 landmarks and the same chips as dlib's compute_face_descriptor
+        (dlib.get_face_chips makes them with the same chip details), the photo's
+        faces batched through the network.
+        """
+        import dlib
+
+        shapes = dlib.full_object_detections()
+        for top, right, bottom, left in css:
+            shapes.append(self._landmarks(pixels, dlib.rectangle(left, top, right, bottom)))
+        chips = dlib.get_face_chips(pixels, shapes, size=resnet.CHIP_SIZE, padding=CHIP_PADDING)
+        return self._embedder.embed(np.stack(chips))
 
     def _locate_dense(self, image: Image.Image, upsample: int) -> list[tuple[float, float, float, float]]:
         """dlib's own pyramid on the photo downscaled to max_side (CNN model, other dlib releases)."""
