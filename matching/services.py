@@ -368,6 +368,9 @@ def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, pho
     return recorded
 
 
+DISTANCE_NOISE = 0.005
+
+
 def _identity_record(*, members: list[int], photos: dict[int, float]) -> int:
     """The identity's selfies show exactly these photos among the indexed ones: others removed,
     these added or updated (existing rows keep their creation time: they are not news).
@@ -379,7 +382,9 @@ def _identity_record(*, members: list[int], photos: dict[int, float]) -> int:
     stale.exclude(photo_id__in=list(photos)).delete()
     # Only what changed is written: most decisions confirm most rows (a new selfie
     # of a known face adds its own rows, the others' stay), and rewriting them all
-    # held the event lock for seconds once identities had thousands of matches.
+    # held the event lock for seconds once identities had thousands of matches. A
+    # distance that moved by less than DISTANCE_NOISE (a new selfie of the identity
+    # a hair nearer) is not a change: it only orders the admin's list.
     current = {
         (s, p): d
         for s, p, d in Match.objects.filter(selfie_id__in=members).values_list("selfie_id", "photo_id", "distance")
@@ -388,7 +393,7 @@ def _identity_record(*, members: list[int], photos: dict[int, float]) -> int:
         Match(selfie_id=s, photo_id=p, distance=float(d))
         for s in members
         for p, d in photos.items()
-        if current.get((s, p)) != float(d)
+        if (s, p) not in current or abs(current[s, p] - float(d)) > DISTANCE_NOISE
     ]
     Match.objects.bulk_create(
         changed, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
