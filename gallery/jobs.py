@@ -99,6 +99,11 @@ def enqueue_new_photos_notify(event_id: int) -> None:
     enqueue("matching.tasks.new_photos_notify_task", event_id, group="email")
 
 
+def enqueue_photos_decide(event_id: int, photo_ids: list[int]) -> None:
+    """A selfie that held these photos is being deleted: decide again who is in them."""
+    enqueue("matching.tasks.photos_decide_task", event_id, photo_ids, group=f"event-{event_id}-decide")
+
+
 def enqueue_optout_apply(event_id: int) -> None:
     """The event's opt-outs changed: mark, blur and match its photos' faces again."""
     enqueue("matching.tasks.optout_apply_task", event_id, group=f"event-{event_id}-optout")

@@ -580,6 +580,8 @@ def attendee_data_purge(*, event: Event, dry_run: bool = False) -> PurgeCounts:
     )
     if not dry_run:
         with transaction.atomic():
+            # Every attendee goes: no photo is handed over to another (gallery.signals).
+            Match.objects.filter(selfie__event=event).delete()
             # Selfies first (they point at attendees), each with its signals.
             Selfie.objects.filter(event=event).delete()
             attendees.delete()

@@ -1,4 +1,5 @@
-"""Deletion hooks: stored files and faces kept by a hosted engine go with their rows.
+"""Deletion hooks: stored files and faces kept by a hosted engine go with their rows,
+and the photos a deleted selfie held are decided again (matching's job, queued by name).
 
 Signals, not services, because the admin and cascades delete rows in bulk; every
 path of deletion must clean up. The work runs after commit, so a rolled-back
@@ -42,6 +43,18 @@ def _photo_pre_delete(sender: type[Photo], instance: Photo, **kwargs: object) ->
 @receiver(post_delete, sender=Photo)
 def _photo_post_delete(sender: type[Photo], instance: Photo, **kwargs: object) -> None:
     _delete_files_on_commit(instance.original, instance.display, instance.thumbnail)
+
+
+@receiver(pre_delete, sender=Selfie)
+def _selfie_pre_delete(sender: type[Selfie], instance: Selfie, origin: object = None, **kwargs: object) -> None:
+    # The faces this selfie held go at once to whoever wins them without it (the next
+    # nearest attendee, under the event's rules), not at the next rematch. Read now:
+    # its matches are deleted with it. A whole event going needs no new decision.
+    if isinstance(origin, Event) or getattr(origin, "model", None) is Event:
+        return
+    photo_ids = list(instance.matches.values_list("photo_id", flat=True))
+    if photo_ids:
+        jobs.enqueue_photos_decide(instance.event_id, photo_ids)
 
 
 @receiver(post_delete, sender=Selfie)

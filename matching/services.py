@@ -328,14 +328,23 @@ def _event_lock(event_id: int) -> Event | None:
     return Event.objects.select_for_update(no_key=True).filter(pk=event_id).first()
 
 
-def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, photo_id: int | None = None) -> int:
-    """Apply matching.rules after a selfie was enrolled or a photo indexed; record the matches.
+def event_decide(
+    *,
+    event: Event,
+    engine: str,
+    selfie_id: int | None = None,
+    photo_id: int | None = None,
+    photo_ids: list[int] | None = None,
+) -> int:
+    """Apply matching.rules after a selfie was enrolled, a photo indexed, or a selfie
+    deleted (`photo_ids`: the photos it held); record the matches.
 
     Call inside the event lock. Decides again every identity the change can
     concern: the selfie's identity (and those it may have taken faces from), or
-    the identities nearest the photo's faces (and those that had the photo). Each
+    the identities nearest the photos' faces (and those that had the photos). Each
     one's matches are replaced as a whole, so an attendee who lost a face to a
-    nearer selfie loses that photo. Returns how many matches those identities have.
+    nearer selfie loses that photo, and the next nearest attendee gains the faces
+    of a deleted selfie. Returns how many matches those identities have.
     """
     chosen = event_rules(event)
     selfies = index.event_selfies(event.pk, engine, chosen)
@@ -346,8 +355,11 @@ def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, pho
     if selfie_id is not None:
         first = [selfies.label_of(selfie_id)] if selfie_id in enrolled else []
     else:
-        owners = index.photo_owners(photo_id=photo_id, engine=engine, selfies=selfies, chosen=chosen)
-        had = Match.objects.filter(photo_id=photo_id).values_list("selfie_id", flat=True)
+        photos = [photo_id] if photo_id is not None else list(photo_ids or [])
+        owners = set()
+        for photo in photos:
+            owners |= index.photo_owners(photo_id=photo, engine=engine, selfies=selfies, chosen=chosen)
+        had = Match.objects.filter(photo_id__in=photos).values_list("selfie_id", flat=True)
         first = sorted(owners | {selfies.label_of(s) for s in had if s in enrolled})
     recorded = 0
     decided = set(first)
@@ -366,6 +378,26 @@ def event_decide(*, event: Event, engine: str, selfie_id: int | None = None, pho
                 lost = index.identity_photos(faces=faces, selfies=selfies, label=loser, chosen=chosen)
                 _identity_record(members=selfies.members(loser), photos=lost)
     return recorded
+
+
+def photos_decide(*, event_id: int, photo_ids: list[int]) -> int:
+    """A deleted selfie held these photos: each of their faces goes to whoever wins it
+    now (the next nearest attendee, under the event's rules), at once rather than at
+    the next rematch. Returns how many matches the identities decided have.
+
+    Idempotent: a decision only reads the current rows. The deleted selfie's other
+    signals forget its remote face; Rekognition may still name its user for a face
+    until that job has run (see docs/rekognition.md).
+    """
+    photos = list(Photo.objects.filter(event_id=event_id, pk__in=photo_ids).indexed())
+    engine = get_engine()
+    if isinstance(engine, HostedEngine):
+        return sum(photo_match(photo=photo) for photo in photos)
+    with transaction.atomic():
+        event = _event_lock(event_id)
+        if event is None or not photos:
+            return 0
+        return event_decide(event=event, engine=engine.name, photo_ids=[photo.pk for photo in photos])
 
 
 DISTANCE_NOISE = 0.005

@@ -76,6 +76,17 @@ def selfie_match_task(selfie_id: int, job_id: str = "") -> str:
         raise
 
 
+def photos_decide_task(event_id: int, photo_ids: list[int], job_id: str = "") -> str:
+    """A selfie that held these photos was deleted: they go to whoever wins them now."""
+    return _run(
+        "photos_decide",
+        job_id,
+        lambda: f"{services.photos_decide(event_id=event_id, photo_ids=photo_ids)} matches",
+        event_id=event_id,
+        photos=len(photo_ids),
+    )
+
+
 def optout_apply_task(event_id: int, job_id: str = "") -> str:
     """An opt-out was withdrawn or deleted: its faces are shown (and matched) again."""
     return _run("optout_apply", job_id, lambda: f"{services.optout_apply(event_id=event_id)} photos", event_id=event_id)

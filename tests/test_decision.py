@@ -8,6 +8,8 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from gallery import jobs
+from gallery import services as gallery_services
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from matching import index, rules, services
 from tests.conftest import selfie_row
@@ -267,3 +269,53 @@ def test_a_decision_writes_only_the_matches_that_change(event):
     decide(event, selfie_id=second.pk)
     assert shown(second) == shown(first) == {"0.jpg", "1.jpg", "2.jpg"}
     assert dict(Match.objects.filter(selfie=first).values_list("photo_id", "created_at")) == created
+
+
+def test_deleting_a_selfie_hands_its_faces_to_the_next_nearest_attendee_at_once(event, run_jobs):
+    photo_with(event, vector(0.5), name="shared.jpg")
+    photo_with(event, vector(1.3), name="only-near.jpg")  # 0.4 from the nearer selfie, 1.3 from the other
+    far = enrolled(event, vector(0))
+    decide(event, selfie_id=far.pk)
+    near = enrolled(event, vector(0.9))
+    decide(event, selfie_id=near.pk)
+    assert shown(near) == {"shared.jpg", "only-near.jpg"} and shown(far) == set()
+
+    with run_jobs():
+        gallery_services.attendee_delete(attendee=near.attendee)
+    # Without a rematch: the face goes to the next nearest within tolerance, the other to nobody.
+    assert shown(far) == {"shared.jpg"}
+    assert Match.objects.get(selfie=far).distance == pytest.approx(0.5, abs=1e-5)
+
+
+def test_deleting_one_selfie_of_an_attendee_keeps_only_what_their_other_selfies_find(event, run_jobs):
+    attendee = Attendee.objects.create(event=event, consent_at=timezone.now())
+    front = enrolled(event, vector(0), attendee)
+    side = enrolled(event, vector(0, 1.5), attendee)
+    photo_with(event, vector(0.1), name="portrait.jpg")
+    photo_with(event, vector(0, 1.2), name="profile.jpg")  # 0.3 from the side selfie
+    other = enrolled(event, vector(0.5, 1.0))  # 0.54 from the profile: second nearest
+    decide(event, selfie_id=side.pk)
+    assert shown(front) == {"portrait.jpg", "profile.jpg"} and shown(other) == set()
+
+    with run_jobs():
+        side.delete()  # as the admin does
+    assert shown(front) == {"portrait.jpg"} and shown(other) == {"profile.jpg"}
+
+
+def test_whole_event_deletions_queue_no_decision(event, monkeypatch, django_capture_on_commit_callbacks):
+    queued: list[tuple] = []
+    monkeypatch.setattr(jobs, "enqueue_photos_decide", lambda *args: queued.append(args))
+    photo = photo_with(event, vector(0.1), name="a.jpg")
+    selfies = [enrolled(event, vector(0)) for _ in range(2)]
+    for selfie in selfies:
+        decide(event, selfie_id=selfie.pk)
+    gallery_services.attendee_delete(attendee=selfies[0].attendee)
+    assert queued == [(event.pk, [photo.pk])]  # one attendee going: their photos are decided again
+
+    queued.clear()
+    gallery_services.attendee_data_purge(event=event)  # retention: everyone goes
+    assert queued == [] and not Match.objects.exists()
+    decide(event, selfie_id=enrolled(event, vector(0)).pk)
+    assert Match.objects.exists()
+    event.delete()
+    assert queued == []

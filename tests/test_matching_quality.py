@@ -235,3 +235,29 @@ def test_the_hard_set_is_deterministic_and_labelled(tmp_path, dlib_engine):
     composites = json.loads((first / "groups" / "labels.json").read_text())
     assert len(composites) == make_hard_set.COMPOSITES
     assert all(set(e["people"]) <= {"biden", "kit_harington"} and e["unknown_faces"] >= 1 for e in composites.values())
+
+
+@pytest.mark.django_db
+def test_deleting_the_nearer_selfie_gives_its_photos_to_the_other_attendee(dlib_engine, run_jobs):
+    """The fixture of the take-over test, the other way round: at a loose event tolerance
+    (0.75) Obama's selfie holds his photos and Lin-Manuel Miranda's finds none. When Obama
+    deletes his data, Lin's page and status show the photos his selfie now wins, without
+    a rematch."""
+    event = Event.objects.create(name="Look-alikes", slug="lookalikes", face_tolerance=0.75)
+    with run_jobs():
+        assert len(services.paths_import(event=event, paths=[sample(p) for p in OBAMA_PHOTOS]).created) == 5
+    lin, obama = Client(), Client()
+    with run_jobs():
+        _selfie(lin, event, "people/lin_manuel_miranda/lin1.png")
+        _selfie(obama, event, "people/obama/obama2.jpg")
+    status, shown = _gallery(obama, event)
+    assert status["state"] == "done" and status["matches"] == shown == 5
+    status, shown = _gallery(lin, event)
+    assert status["state"] == "done" and status["matches"] == shown == 0
+
+    with run_jobs():
+        assert obama.post(reverse("gallery:me_forget", args=[event.slug])).status_code == 302
+    assert Selfie.objects.count() == 1
+    status, shown = _gallery(lin, event)
+    assert status["matches"] == shown >= 3  # Lin is the nearest selfie left within 0.75
+    assert Match.objects.count() == shown  # each photo belongs to one attendee
