@@ -59,9 +59,6 @@ logger = logging.getLogger("trouvaille.matching")
 SELFIE_FAILED_MESSAGE = gettext_noop(
     "Something went wrong while looking for your photos. Please try again in a few minutes."
 )
-OPTOUT_UNSUPPORTED_MESSAGE = gettext_noop(
-    "Opting out is not available for this event yet. Please ask the organizer to remove you from its photos."
-)
 NO_FACE_MESSAGE = gettext_noop(
     "We could not find a face in your selfie. Please take another one facing the camera, in good light."
 )
@@ -109,7 +106,15 @@ def photo_index(*, photo_id: int) -> str:
         return "superseded"
     # Before any match: an opted-out face is marked and blurred in the served copies
     # (from the full-size original when a reduced scale was decoded: the boxes are in its pixels).
-    if optout_faces_mark(event_id=photo.event_id, photo_ids=[photo.pk]) or photo.faces.filter(opted_out=True).exists():
+    try:
+        marked = optout_faces_mark(event_id=photo.event_id, photo_ids=[photo.pk])
+    except Exception as exc:
+        # Not checked against the opt-outs (Rekognition unavailable): shown to nobody
+        # until `reindex --failed` checks it.
+        logger.exception("checking photo %s against opt-outs failed", photo_id, extra={"photo_id": photo_id})
+        Photo.objects.filter(pk=photo_id).update(index_state=Photo.State.FAILED, index_error=_explain(exc))
+        return "failed"
+    if marked or photo.faces.filter(opted_out=True).exists():
         photo_copies_remake(photo=photo, image=image if image.size == full_size else None)
     try:
         photo_match(photo=photo)
@@ -455,29 +460,62 @@ def optout_faces_mark(*, event_id: int, photo_ids: list[int] | None = None) -> s
     """Record which faces of the event (or of these photos) belong to an opted-out person.
 
     Returns the photos whose marks changed: their served copies must be made
-    again, and their matches decided again. Matching does not read these marks
-    (it checks the templates itself, so it is never a step behind); blurring and
-    the admin do.
+    again, and their matches decided again. With dlib, matching does not read
+    these marks (it checks the templates itself, so it is never a step behind);
+    blurring and the admin do. Rekognition keeps no vectors to check: its searches
+    leave the marked faces out (see `_hidden_faces`).
     """
     engine = get_engine()
-    if not isinstance(engine, EmbeddingEngine):
+    event = Event.objects.filter(pk=event_id).first()
+    if event is None:
         return set()
-    faces = Face.objects.filter(photo__event_id=event_id).embedded(engine=engine.name)
+    faces = Face.objects.filter(photo__event_id=event_id)
     if photo_ids is not None:
         faces = faces.filter(photo_id__in=photo_ids)
-    rows = list(faces.values_list("id", "photo_id", "embedding", "opted_out"))
-    event = Event.objects.filter(pk=event_id).first()
-    if not rows or event is None:
+    if isinstance(engine, EmbeddingEngine):
+        rows = list(faces.embedded(engine=engine.name).values_list("id", "photo_id", "embedding", "opted_out"))
+        if not rows:
+            return set()
+        hidden = index.opted_out_mask(
+            index._matrix([row[2] for row in rows]),
+            index.optout_templates(event_id, engine.name),
+            tolerance=event_rules(event).tolerance,
+        ).tolist()
+    elif isinstance(engine, HostedEngine):
+        rows = list(faces.remote(engine=engine.name).values_list("id", "photo_id", "external_id", "opted_out"))
+        if not rows:
+            return set()
+        theirs = _optout_remote_faces(engine=engine, event=event)
+        hidden = [row[2] in theirs for row in rows]
+    else:
         return set()
-    hidden = index.opted_out_mask(
-        index._matrix([row[2] for row in rows]),
-        index.optout_templates(event_id, engine.name),
-        tolerance=event_rules(event).tolerance,
-    ).tolist()
     changed = [(row[0], row[1], now) for row, now in zip(rows, hidden, strict=True) if row[3] != now]
     for flag in (True, False):
         Face.objects.filter(pk__in=[face_id for face_id, _, now in changed if now is flag]).update(opted_out=flag)
     return {photo_id for _, photo_id, _ in changed}
+
+
+def _optout_remote_faces(*, engine: HostedEngine, event: Event) -> set[str]:
+    """The kept photo faces that an opt-out's kept face finds: theirs, whoever else is near them.
+
+    One search per opt-out (none when the event has none). At the looser of the event's
+    similarity and the server's, as dlib uses the looser tolerance: a stricter event
+    never shows more of someone who said no.
+    """
+    templates = Selfie.objects.filter(event=event).optouts().remote(engine=engine.name)
+    similarity = settings.AWS_REKOGNITION_SIMILARITY
+    if event.face_similarity is not None:
+        similarity = min(similarity, event.face_similarity)
+    theirs: set[str] = set()
+    for face_id in templates.values_list("external_id", flat=True):
+        theirs |= engine.photo_faces_near_face(event_id=event.pk, face_id=face_id, similarity=similarity)
+    return theirs
+
+
+def _hidden_faces(*, event_id: int, engine: str) -> frozenset[str]:
+    """The kept photo faces of opted-out people (marked by optout_faces_mark): nobody's match."""
+    faces = Face.objects.filter(photo__event_id=event_id, opted_out=True).remote(engine=engine)
+    return frozenset(faces.values_list("external_id", flat=True))
 
 
 def photo_copies_remake(*, photo: Photo, image: Image.Image | None = None) -> bool:
@@ -551,13 +589,20 @@ def selfie_match(*, selfie_id: int) -> str:
     engine = get_engine()
     try:
         optout = Attendee.objects.filter(pk=selfie.attendee_id, opted_out=True).exists()
-        if optout and not isinstance(engine, EmbeddingEngine):
-            raise ImageProblem(OPTOUT_UNSUPPORTED_MESSAGE)
         enrolled = selfie.engine == engine.name and bool(selfie.embedding or selfie.external_id)
         if not enrolled and not _selfie_enroll(engine=engine, selfie=selfie):
             return "superseded"
         if optout:
-            return _optout_enrolled(selfie=selfie)
+            try:
+                return _optout_enrolled(selfie=selfie)
+            except FaceGone as gone:
+                if gone.args[:1] != (selfie.external_id,):
+                    raise
+                # Its face was deleted from the collection outside our jobs: enrolled again.
+                logger.warning("opt-out %s: its remote face is gone, enrolling it again", selfie_id)
+                if not _selfie_enroll(engine=engine, selfie=selfie):
+                    return "superseded"
+                return _optout_enrolled(selfie=selfie)
         if not isinstance(engine, HostedEngine):
             return _selfie_decide(selfie=selfie, engine=engine.name)
         searched_at = _database_now()
@@ -673,6 +718,7 @@ def photos_near_selfie(*, engine: FaceEngine, selfie: Selfie, tolerance: float |
             person_id=person_id,
             tolerance=tolerance,
             similarity=_event_similarity(event_id=selfie.event_id),
+            hidden=_hidden_faces(event_id=selfie.event_id, engine=engine.name),
         )
         if found.limit_reached != selfie.search_limit_reached:
             Selfie.objects.filter(pk=selfie.pk).update(search_limit_reached=found.limit_reached)
@@ -686,12 +732,14 @@ def selfies_near_photo(*, engine: FaceEngine, photo: Photo, tolerance: float | N
         return index.selfies_near(photo=photo, engine=engine.name, tolerance=tolerance)
     # A photo face goes to one person; their match is recorded for each of their enrolled selfies.
     people: dict[str, list[int]] = {}
-    enrolled = Selfie.objects.filter(event_id=photo.event_id).remote(engine=engine.name)
+    enrolled = Selfie.objects.filter(event_id=photo.event_id).searching().remote(engine=engine.name)
     for selfie_id, attendee_id in enrolled.values_list("id", "attendee_id"):
         people.setdefault(remote_person(attendee_id=attendee_id), []).append(selfie_id)
     if not people:
         return {}  # nobody to find: no remote call, no cost
-    face_ids = list(photo.faces.remote(engine=engine.name).order_by("pk").values_list("external_id", flat=True))
+    # An opted-out person's faces are nobody's (marked before this photo is matched).
+    shown = photo.faces.remote(engine=engine.name).shown().order_by("pk")
+    face_ids = list(shown.values_list("external_id", flat=True))
     found = engine.people_near_faces(
         event_id=photo.event_id,
         face_ids=face_ids,
@@ -708,7 +756,11 @@ def photos_near_image(
     """Photo id -> best distance, for the event's indexed photos showing the largest face in the image."""
     if isinstance(engine, HostedEngine):
         found = engine.photos_near_image(
-            event_id=event_id, image=image, tolerance=tolerance, similarity=_event_similarity(event_id=event_id)
+            event_id=event_id,
+            image=image,
+            tolerance=tolerance,
+            similarity=_event_similarity(event_id=event_id),
+            hidden=_hidden_faces(event_id=event_id, engine=engine.name),
         )
         return _indexed_only(event_id=event_id, found=found)
     probe = engine.probe(image) if isinstance(engine, EmbeddingEngine) else None

@@ -1223,3 +1223,196 @@ def test_invalid_rekognition_settings_refuse_to_start(name, value, message):
     assert started.returncode != 0
     assert "ImproperlyConfigured: Invalid Rekognition settings: " in started.stderr
     assert message in started.stderr
+
+
+# --- Opt-outs ("don't show me", issue #13) ---------------------------------------------
+
+OPTOUT_FACE = "99999999-0000-4000-8000-000000000007"
+
+
+def kept_faces(searched: str | None, *matches: tuple[str, str, float]) -> dict:
+    """A SearchFaces(ByImage) response naming the kept faces found: (FaceId, ExternalImageId, Similarity)."""
+    return {
+        **({"SearchedFaceId": searched} if searched else {}),
+        "FaceMatches": [
+            {
+                "Similarity": similarity,
+                "Face": {
+                    "FaceId": face_id,
+                    "BoundingBox": box(0.1, 0.1, 0.2, 0.2),
+                    "ImageId": IMAGE_ID,
+                    "ExternalImageId": external,
+                    "Confidence": 99.0,
+                },
+            }
+            for face_id, external, similarity in matches
+        ],
+        "FaceModelVersion": "7.0",
+    }
+
+
+def make_optout(event: Event, *, external_id: str = "") -> Selfie:
+    """An opt-out: its own attendee, one photo (enrolled already when external_id is given)."""
+    attendee = Attendee.objects.create(event=event, consent_at=timezone.now(), opted_out=True)
+    selfie = make_selfie(
+        event,
+        attendee=attendee,
+        image=jpeg((300, 400)),
+        external_id=external_id,
+        engine="rekognition" if external_id else "",
+    )
+    if external_id:
+        Selfie.objects.filter(pk=selfie.pk).update(match_state=Selfie.State.DONE)
+    return selfie
+
+
+def two_face_photo(event: Event) -> Photo:
+    """An indexed photo whose face A is the opted-out person and face B is Bob."""
+    photo = make_photo(event, "two.jpg", state=Photo.State.INDEXED, image=jpeg((800, 600)))
+    for face_id, left in ((FACE_A, 100), (FACE_B, 500)):
+        Face.objects.create(
+            photo=photo, left=left, top=100, width=150, height=150, engine="rekognition", external_id=face_id
+        )
+    return photo
+
+
+def test_an_optout_wins_its_faces_is_blurred_and_withdrawing_it_shows_them_again(
+    use_engine, stubber, event, serial, run_jobs
+):
+    """An opt-out is enrolled (no Rekognition user), searches the collection with its face at
+    the looser of the event's and the server's similarity, and the faces it finds are
+    marked, blurred and left out of every attendee's matches, even Ana's, who had the photo."""
+    Event.objects.filter(pk=event.pk).update(face_similarity=95.0)  # stricter than the server's 90
+    photo = two_face_photo(event)
+    ana = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")  # searched for the opted-out person
+    bob = make_selfie(event, external_id=FACE_C, engine="rekognition")
+    Match.objects.create(selfie=ana, photo=photo, distance=0.02)
+    Match.objects.create(selfie=bob, photo=photo, distance=0.03)
+    optout = make_optout(event)
+    stubber.add_response(
+        "index_faces",
+        indexed((OPTOUT_FACE, f"selfie-{optout.pk}", box(0.2, 0.2, 0.5, 0.5))),
+        index_params(event, f"selfie-{optout.pk}", max_faces=1),
+    )
+    stubber.add_response(
+        "search_faces",
+        kept_faces(OPTOUT_FACE, (FACE_A, f"{photo.pk}:0123456789ab", 96.0), (SELFIE_FACE, f"selfie-{ana.pk}", 97.0)),
+        search_params(event, OPTOUT_FACE, 90.0),
+    )
+    # The photo is matched again without face A: Bob keeps it, Ana loses it.
+    stubber.add_response("search_users", users_found((user(bob), 97.0)), search_users_params(event, FACE_B, 95.0))
+
+    assert services.selfie_match(selfie_id=optout.pk) == "done"
+
+    stubber.assert_no_pending_responses()  # no AssociateFaces: an opt-out is nobody's user
+    optout.refresh_from_db()
+    assert (optout.match_state, optout.external_id) == (Selfie.State.DONE, OPTOUT_FACE)
+    assert dict(Face.objects.values_list("external_id", "opted_out")) == {FACE_A: True, FACE_B: False}
+    assert list(Match.objects.values_list("selfie_id", "photo_id")) == [(bob.pk, photo.pk)]
+    photo.refresh_from_db()
+    assert photo.display and photo.thumbnail  # made again, face A blurred
+
+    blurred = photo.display.name
+    stubber.add_response(
+        "delete_faces",
+        {"DeletedFaces": [OPTOUT_FACE], "UnsuccessfulFaceDeletions": []},
+        {"CollectionId": f"test-event-{event.pk}", "FaceIds": [OPTOUT_FACE]},
+    )
+    stubber.add_response("search_users", users_found((user(ana), 98.0)), search_users_params(event, FACE_A, 95.0))
+    stubber.add_response("search_users", users_found((user(bob), 97.0)), search_users_params(event, FACE_B, 95.0))
+    with run_jobs():
+        optout.attendee.delete()  # withdrawn with its private link
+
+    stubber.assert_no_pending_responses()
+    assert not Face.objects.filter(opted_out=True).exists()
+    assert sorted(Match.objects.values_list("selfie_id", flat=True)) == [ana.pk, bob.pk]
+    photo.refresh_from_db()
+    assert photo.display.name != blurred
+
+
+def test_selfie_searches_and_find_faces_leave_opted_out_faces_out(use_engine, stubber, event, serial):
+    photo = two_face_photo(event)
+    Face.objects.filter(external_id=FACE_A).update(opted_out=True)
+    alone = make_photo(event, "alone.jpg", state=Photo.State.INDEXED)
+    Face.objects.create(photo=alone, left=0, top=0, width=9, height=9, engine="rekognition", external_id=FACE_C)
+    searcher = make_selfie(event, external_id=SELFIE_FACE, engine="rekognition")
+    stubber.add_response(
+        "associate_faces", associated(SELFIE_FACE), associate_params(event, user(searcher), SELFIE_FACE)
+    )
+    stubber.add_response(
+        "search_faces",
+        kept_faces(SELFIE_FACE, (FACE_A, f"{photo.pk}:0123456789ab", 99.0), (FACE_C, f"{alone.pk}:0123456789ab", 93.0)),
+        search_params(event, SELFIE_FACE),
+    )
+
+    assert services.photos_near_selfie(engine=use_engine, selfie=searcher) == {alone.pk: 0.07}
+
+    stubber.add_response("detect_faces", detected(1), {"Image": {"Bytes": ANY}, "Attributes": ["DEFAULT"]})
+    stubber.add_response(
+        "search_faces_by_image",
+        {
+            **kept_faces(None, (FACE_A, f"{photo.pk}:0123456789ab", 99.0), (FACE_C, f"{alone.pk}:0123456789ab", 93.0)),
+            "SearchedFaceBoundingBox": box(0.2, 0.2, 0.5, 0.5),
+            "SearchedFaceConfidence": 99.0,
+        },
+        {
+            "CollectionId": f"test-event-{event.pk}",
+            "Image": {"Bytes": ANY},
+            "MaxFaces": 4096,
+            "FaceMatchThreshold": 90.0,
+            "QualityFilter": "AUTO",
+        },
+    )
+    image = Image.open(io.BytesIO(jpeg((300, 400))))
+    assert [(found.pk, distance) for found, distance in services.image_search(event=event, image=image)] == [
+        (alone.pk, 0.07)
+    ]
+
+
+def test_a_photo_indexed_after_an_optout_is_checked_blurred_and_matched_without_their_face(
+    use_engine, stubber, event, serial
+):
+    make_optout(event, external_id=OPTOUT_FACE)
+    bob = make_selfie(event, external_id=FACE_C, engine="rekognition")
+    photo = make_photo(event, "later.jpg", image=jpeg((800, 600)))
+    stubber.add_response(
+        "index_faces",
+        indexed((FACE_A, str(photo.pk), box(0.1, 0.1, 0.2, 0.2)), (FACE_B, str(photo.pk), box(0.6, 0.1, 0.2, 0.2))),
+        index_params(event, PhotoRun(photo.pk)),
+    )
+    stubber.add_response(
+        "search_faces",
+        kept_faces(
+            OPTOUT_FACE,
+            (FACE_A, f"{photo.pk}:0123456789ab", 99.0),
+            (match_face_id(5), "424242:0123456789ab", 95.0),  # a deleted photo's face, not forgotten yet
+        ),
+        search_params(event, OPTOUT_FACE),
+    )
+    stubber.add_response("search_users", users_found((user(bob), 97.0)), search_users_params(event, FACE_B))
+
+    assert services.photo_index(photo_id=photo.pk) == "indexed"
+
+    stubber.assert_no_pending_responses()
+    assert dict(Face.objects.values_list("external_id", "opted_out")) == {FACE_A: True, FACE_B: False}
+    assert list(Match.objects.values_list("selfie_id", flat=True)) == [bob.pk]
+    photo.refresh_from_db()
+    assert photo.display.name.rsplit("/", 1)[-1] != f"{photo.content_hash}-display.jpg"  # made again, blurred
+
+
+def test_a_photo_that_cannot_be_checked_against_the_optouts_is_shown_to_nobody(use_engine, stubber, event, serial):
+    make_optout(event, external_id=OPTOUT_FACE)
+    make_selfie(event, external_id=FACE_C, engine="rekognition")
+    photo = make_photo(event, "later.jpg", image=jpeg((800, 600)))
+    stubber.add_response(
+        "index_faces",
+        indexed((FACE_A, str(photo.pk), box(0.1, 0.1, 0.2, 0.2))),
+        index_params(event, PhotoRun(photo.pk)),
+    )
+    stubber.add_client_error("search_faces", "InternalServerError", "try later", http_status_code=500)
+
+    assert services.photo_index(photo_id=photo.pk) == "failed"
+
+    photo.refresh_from_db()
+    assert photo.index_state == Photo.State.FAILED and "InternalServerError" in photo.index_error
+    assert not Match.objects.exists()

@@ -130,9 +130,14 @@ class HostedEngine(FaceEngine):
         person_id: str,
         tolerance: float | None = None,
         similarity: float | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> PhotoMatches:
         """Photo faces near the person's kept selfie face `face_id`, each face kept only if
-        no other person is nearer to it."""
+        no other person is nearer to it; `hidden` faces (opted out) are nobody's."""
+
+    @abstractmethod
+    def photo_faces_near_face(self, *, event_id: int, face_id: str, similarity: float | None = None) -> set[str]:
+        """Ids of the kept photo faces near the kept face `face_id` (an opt-out's), whoever else is near them."""
 
     @abstractmethod
     def people_near_faces(
@@ -142,9 +147,16 @@ class HostedEngine(FaceEngine):
 
     @abstractmethod
     def photos_near_image(
-        self, *, event_id: int, image: Image, tolerance: float | None = None, similarity: float | None = None
+        self,
+        *,
+        event_id: int,
+        image: Image,
+        tolerance: float | None = None,
+        similarity: float | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> dict[int, float]:
-        """Photo id -> best distance for the largest face in an image, which is not kept."""
+        """Photo id -> best distance for the largest face in an image, which is not kept;
+        `hidden` faces (opted out) are left out."""
 
 
 def largest(faces: list[FoundFace]) -> FoundFace | None:

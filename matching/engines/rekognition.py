@@ -249,27 +249,16 @@ class RekognitionEngine(HostedEngine):
         person_id: str,
         tolerance: float | None = None,
         similarity: float | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> PhotoMatches:
-        from botocore.exceptions import ClientError
-
         threshold = self._threshold(tolerance, similarity)
-        try:
-            matches = self._search_face(event_id, face_id, threshold)
-        except ClientError as exc:
-            # An unknown FaceId is an invalid parameter; a missing collection took it along.
-            if _code(exc) in {"InvalidParameterException", "ResourceNotFoundException"}:
-                raise FaceGone(face_id) from exc
-            raise
+        matches = self._search_kept_face(event_id, face_id, threshold)
         limit_reached = len(matches) >= SEARCH_MAX_FACES
-        if limit_reached:
-            logger.warning(
-                "SearchFaces for face %s in event %s returned its maximum of %s faces: weaker matches may be missing",
-                face_id,
-                event_id,
-                SEARCH_MAX_FACES,
-                extra={"event_id": event_id},
-            )
-        photo_faces = [match for match in matches if _photo_id(match["Face"].get("ExternalImageId", "")) is not None]
+        photo_faces = [
+            match
+            for match in matches
+            if _photo_id(match["Face"].get("ExternalImageId", "")) is not None and match["Face"]["FaceId"] not in hidden
+        ]
         # A face of another person's selfie among the results: someone who looks
         # like this person is enrolled, so each photo face found might be theirs.
         # Only then is each one asked for its single best person.
@@ -280,6 +269,36 @@ class RekognitionEngine(HostedEngine):
             )
             photo_faces = [match for match, owner in zip(photo_faces, owners, strict=True) if owner == person_id]
         return PhotoMatches(distances=self._photos(photo_faces), limit_reached=limit_reached)
+
+    def photo_faces_near_face(self, *, event_id: int, face_id: str, similarity: float | None = None) -> set[str]:
+        matches = self._search_kept_face(event_id, face_id, self._threshold(None, similarity))
+        # Photo faces only: other selfie faces share the collection.
+        return {
+            match["Face"]["FaceId"]
+            for match in matches
+            if _photo_id(match["Face"].get("ExternalImageId", "")) is not None
+        }
+
+    def _search_kept_face(self, event_id: int, face_id: str, threshold: float) -> list[dict]:
+        """SearchFaces by a kept face; FaceGone when the collection no longer has it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            matches = self._search_face(event_id, face_id, threshold)
+        except ClientError as exc:
+            # An unknown FaceId is an invalid parameter; a missing collection took it along.
+            if _code(exc) in {"InvalidParameterException", "ResourceNotFoundException"}:
+                raise FaceGone(face_id) from exc
+            raise
+        if len(matches) >= SEARCH_MAX_FACES:
+            logger.warning(
+                "SearchFaces for face %s in event %s returned its maximum of %s faces: weaker matches may be missing",
+                face_id,
+                event_id,
+                SEARCH_MAX_FACES,
+                extra={"event_id": event_id},
+            )
+        return matches
 
     def people_near_faces(
         self, *, event_id: int, face_ids: list[str], tolerance: float | None = None, similarity: float | None = None
@@ -317,7 +336,13 @@ class RekognitionEngine(HostedEngine):
         return found[0] if found else None
 
     def photos_near_image(
-        self, *, event_id: int, image: Image.Image, tolerance: float | None = None, similarity: float | None = None
+        self,
+        *,
+        event_id: int,
+        image: Image.Image,
+        tolerance: float | None = None,
+        similarity: float | None = None,
+        hidden: frozenset[str] = frozenset(),
     ) -> dict[int, float]:
         from botocore.exceptions import ClientError
 
@@ -351,7 +376,7 @@ class RekognitionEngine(HostedEngine):
                 SEARCH_MAX_FACES,
                 extra={"event_id": event_id},
             )
-        return self._photos(response["FaceMatches"])
+        return self._photos([match for match in response["FaceMatches"] if match["Face"]["FaceId"] not in hidden])
 
     def _search_face(self, event_id: int, face_id: str, threshold: float) -> list[dict]:
         return self._call(
