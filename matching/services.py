@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import posixpath
 import secrets
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -521,8 +522,12 @@ def _hidden_faces(*, event_id: int, engine: str) -> frozenset[str]:
 def photo_copies_remake(*, photo: Photo, image: Image.Image | None = None) -> bool:
     """Make the photo's served copies again, its opted-out faces blurred; the original is untouched.
 
-    New file names, so no cache or presigned URL serves the old copy after this.
-    False when the photo was deleted or reindexed meanwhile (the new files go again).
+    Crash-safe, so the row always names files that exist: the new copies get new
+    names (no cache or presigned URL serves the old copy after this either), the
+    row is switched to them in a transaction, and the old copies are deleted only
+    once it commits. A run killed half-way leaves unnamed copies behind; the next
+    run on the photo deletes them. False when the photo was deleted, or its copies
+    changed since `photo` was read (a reindex or another run: nothing is written).
     """
     if image is None:
         with photo.original.open("rb") as original:
@@ -532,23 +537,49 @@ def photo_copies_remake(*, photo: Photo, image: Image.Image | None = None) -> bo
     # makes its copies: scaled to the display size, with the event's watermark.
     shown = faces_blurred(image, boxes) if boxes else image
     shown = branding.watermarked(fitted(shown, settings.DISPLAY_MAX_SIDE), photo.event)
+    display = jpeg_file(shown, max_side=settings.DISPLAY_MAX_SIDE)
+    thumbnail = jpeg_file(shown, max_side=settings.THUMBNAIL_SIDE, quality=80)
     old = (photo.display.name, photo.thumbnail.name)
     tag = secrets.token_hex(4)
-    photo.display.save(
-        f"{photo.content_hash}-{tag}-display.jpg", jpeg_file(shown, max_side=settings.DISPLAY_MAX_SIDE), save=False
-    )
-    photo.thumbnail.save(
-        f"{photo.content_hash}-{tag}-thumb.jpg",
-        jpeg_file(shown, max_side=settings.THUMBNAIL_SIDE, quality=80),
-        save=False,
-    )
-    replaced = Photo.objects.filter(pk=photo.pk, display=old[0], thumbnail=old[1]).update(
-        display=photo.display.name, thumbnail=photo.thumbnail.name
-    )
-    gone = [name for name in old if name] if replaced else [photo.display.name, photo.thumbnail.name]
-    for name in gone:
-        photo.display.storage.delete(name)
-    return bool(replaced)
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            # Locked, so two runs never switch one photo at once (SQLite: writers are serialised).
+            now = Photo.objects.select_for_update().filter(pk=photo.pk).values_list("display", "thumbnail").first()
+            if now != old:
+                return False
+            _copies_leftovers_delete(photo=photo, keep=old)
+            photo.display.save(f"{photo.content_hash}-{tag}-display.jpg", display, save=False)
+            written.append(photo.display.name)
+            photo.thumbnail.save(f"{photo.content_hash}-{tag}-thumb.jpg", thumbnail, save=False)
+            written.append(photo.thumbnail.name)
+            Photo.objects.filter(pk=photo.pk).update(display=photo.display.name, thumbnail=photo.thumbnail.name)
+            jobs.enqueue_files_delete([name for name in old if name])  # on commit
+    except BaseException:
+        # The row still names the old copies, which exist: the new ones go.
+        for name in written:
+            photo.display.storage.delete(name)
+        photo.display.name, photo.thumbnail.name = old
+        raise
+    return True
+
+
+def _copies_leftovers_delete(*, photo: Photo, keep: tuple[str, str]) -> None:
+    """Delete this photo's served copies that its row does not name: left by a run killed
+    before its switch (new copies) or after it (old copies never deleted). Call under the
+    photo's lock. Not while the row names no copies: the index job is making them."""
+    if not all(keep):
+        return
+    folder = posixpath.dirname(keep[0])
+    storage = photo.display.storage
+    try:
+        _, files = storage.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in files:
+        path = posixpath.join(folder, name)
+        if name.startswith(f"{photo.content_hash}-") and path not in keep:
+            storage.delete(path)
 
 
 def optout_apply(*, event_id: int) -> int:
