@@ -11,7 +11,11 @@ from matching import services
 
 
 class Command(BaseCommand):
-    help = "List the photos of an event that show the largest face in IMAGE, best match first."
+    # A diagnostic: one threshold, none of the event-level matching rules (docs/accuracy.md).
+    help = (
+        "List the photos of an event with a face within the tolerance of the largest face in IMAGE, "
+        "best match first (one threshold, not the matching rules; opted-out faces are left out)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_as_argument(parser)
