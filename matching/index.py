@@ -200,6 +200,50 @@ class EventSelfies:
         return self.ids[self.identity == label].tolist()
 
 
+# (event, engine) -> the selfies of this process's last decision: merge distance, ids,
+# a fingerprint of each embedding, attendees, identities. A decision then compares only
+# the new selfies with the others, not every selfie with every other (1.2 s at 5,000
+# selfies on this 2-core machine, see docs/accuracy.md).
+_identities: OrderedDict[tuple[int, str], tuple] = OrderedDict()
+_IDENTITIES_KEPT = 64
+
+
+def _event_identities(
+    key: tuple[int, str], ids: NDArray[np.int64], matrix: NDArray[np.float32], attendees: list[int], merge: float
+) -> NDArray[np.int64]:
+    """rules.identities of the event's selfies (oldest first), from the last answer when it still holds.
+
+    It holds for the selfies still there when every group it had either stayed whole
+    or was deleted whole (an attendee forgetting all their selfies): deleting part of
+    a group may split it, and then all is computed again. New selfies (ids above the
+    old ones) are then compared with the others.
+    """
+    fingerprint = matrix.sum(axis=1, dtype=np.float64)
+    people = np.array(attendees, dtype=np.int64)
+    with _cache_lock:
+        cached = _identities.get(key)
+    known = None
+    if cached is not None and cached[0] == merge:
+        _, old_ids, old_fingerprint, old_people, old_identity = cached
+        kept = np.isin(old_ids, ids)
+        count = int(kept.sum())
+        if (
+            np.array_equal(old_ids[kept], ids[:count])  # no selfie came in between the old ones
+            and np.array_equal(old_fingerprint[kept], fingerprint[:count])  # ids are never reused: a check
+            and np.array_equal(old_people[kept], people[:count])
+            and not np.isin(old_identity[kept], old_identity[~kept]).any()  # groups gone whole
+        ):
+            # The labels (positions of each group's oldest selfie) in the new positions.
+            known = np.searchsorted(ids, old_ids[old_identity[kept]])
+    identity = rules.identities(matrix, merge_distance=merge, same_person=attendees, known=known)
+    with _cache_lock:
+        _identities[key] = (merge, ids, fingerprint, people, identity)
+        _identities.move_to_end(key)
+        while len(_identities) > _IDENTITIES_KEPT:
+            _identities.popitem(last=False)
+    return identity
+
+
 def event_selfies(event_id: int, engine: str, chosen: rules.Rules) -> EventSelfies:
     rows = list(
         Selfie.objects.filter(event_id=event_id)
@@ -208,12 +252,14 @@ def event_selfies(event_id: int, engine: str, chosen: rules.Rules) -> EventSelfi
         .order_by("id")
         .values_list("id", "embedding", "attendee_id")
     )
+    ids = np.array([row[0] for row in rows], dtype=np.int64)
     matrix = _matrix([row[1] for row in rows])
+    # One attendee's selfies are one identity, as are selfies of one face taken twice.
+    attendees = [row[2] for row in rows]
     return EventSelfies(
-        ids=np.array([row[0] for row in rows], dtype=np.int64),
+        ids=ids,
         matrix=matrix,
-        # One attendee's selfies are one identity, as are selfies of one face taken twice.
-        identity=rules.identities(matrix, merge_distance=chosen.merge_distance, same_person=[row[2] for row in rows]),
+        identity=_event_identities((event_id, engine), ids, matrix, attendees, chosen.merge_distance),
         optouts=optout_templates(event_id, engine),
     )
 

@@ -83,15 +83,25 @@ def distances(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.fl
 
 
 def identities(
-    selfies: NDArray[np.floating], *, merge_distance: float, same_person: list[object] | None = None
+    selfies: NDArray[np.floating],
+    *,
+    merge_distance: float,
+    same_person: list[object] | None = None,
+    known: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Identity of each selfie: the position of the oldest selfie of its group.
 
     Selfies closer than merge_distance, or sharing a non-None `same_person` key
     (one attendee's selfies), are one identity; groups are transitive.
+
+    `known`: what this function answered for the first len(known) of these same
+    selfies (same merge distance). Only the pairs with a later selfie are then
+    compared: the groups of the earlier ones can only grow by those pairs.
     """
     count = len(selfies)
-    parent = list(range(count))
+    done = 0 if known is None else len(known)
+    # A known label is its group's root (the group's oldest selfie).
+    parent = (known.tolist() if known is not None else []) + list(range(done, count))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -106,10 +116,11 @@ def identities(
 
     if merge_distance > 0 and count > 1:
         # In blocks of rows: memory stays bounded at thousands of selfies.
-        for start in range(0, count, _BLOCK):
+        for start in range(done, count, _BLOCK):
             close = distances(selfies[start : start + _BLOCK], selfies) < merge_distance
             for i, j in zip(*np.nonzero(close), strict=True):
-                if start + i < j:
+                # Each pair once: from its later selfie when that one is new.
+                if start + i < j or j < done:
                     union(int(start + i), int(j))
     if same_person is not None:
         first: dict[object, int] = {}

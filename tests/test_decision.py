@@ -319,3 +319,57 @@ def test_whole_event_deletions_queue_no_decision(event, monkeypatch, django_capt
     assert Match.objects.exists()
     event.delete()
     assert queued == []
+
+
+def test_decisions_after_selfies_come_and_go_equal_the_rules_on_the_whole_event(event, run_jobs, monkeypatch):
+    """Each decision reuses the identities of the last one when they still hold (selfies
+    only added, or groups deleted whole): what it records must be what the rules decide."""
+    reused: list[int] = []
+    identities = rules.identities
+
+    def spy(*args: object, known: np.ndarray | None = None, **kwargs: object) -> np.ndarray:
+        reused.append(-1 if known is None else len(known))
+        return identities(*args, known=known, **kwargs)
+
+    monkeypatch.setattr(rules, "identities", spy)
+    index._identities.clear()  # this process's decisions of earlier tests (event ids are reused)
+    rng = np.random.default_rng(5)
+    people = rng.normal(0, 0.3, (12, DIMS)).astype(np.float32)
+    for _ in range(30):
+        photo_with(event, *(people[p] + rng.normal(0, 0.02, DIMS) for p in rng.choice(12, 2, replace=False)))
+    selfies: list[Selfie] = []
+    attendee = Attendee.objects.create(event=event, consent_at=timezone.now())
+    for person in range(10):
+        # Person 3 has two selfies as one attendee; person 5 two retakes (merged by distance).
+        owner = attendee if person in (3, 4) else None
+        selfies.append(enrolled(event, people[person] + rng.normal(0, 0.02, DIMS), owner))
+        if person == 5:
+            selfies.append(enrolled(event, people[person] + rng.normal(0, 0.02, DIMS)))
+        decide(event, selfie_id=selfies[-1].pk)
+    assert reused == [-1, *range(1, 6), *range(7, 11)]  # each decision after the first reused the last
+    with run_jobs():
+        gallery_services.attendee_delete(attendee=attendee)  # a whole group goes: reused
+    assert reused[-2:] == [9, 9]  # one hand-over job per deleted selfie
+    with run_jobs():
+        Selfie.objects.filter(pk=selfies[6].pk).delete()  # one of person 5's retakes: their group may split
+    assert reused[-1] == -1
+    for person in (10, 11):
+        selfies.append(enrolled(event, people[person] + rng.normal(0, 0.02, DIMS)))
+        decide(event, selfie_id=selfies[-1].pk)
+    assert reused[-2:] == [8, 9]
+
+    left = list(Selfie.objects.order_by("pk"))
+    chosen = services.event_rules(event)
+    faces = index.event_faces(event.pk, "fake")
+    expected = rules.selfie_photos(
+        faces=faces.matrix,
+        face_photos=faces.photo_ids,
+        selfies=np.array([s.vector() for s in left]),
+        rules=chosen,
+        face_low_quality=faces.low_quality(chosen),
+        same_person=[s.attendee_id for s in left],
+    )
+    assert {(m.selfie_id, m.photo_id) for m in Match.objects.all()} == {
+        (s.pk, p) for s, found in zip(left, expected, strict=True) for p in found
+    }
+    assert len(left) == 10 and Match.objects.count() > 10

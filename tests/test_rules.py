@@ -263,3 +263,19 @@ def test_no_faces_or_no_selfies_decide_nothing():
         rules.selfie_photos(faces=stack(at(0)), face_photos=np.array([1]), selfies=np.empty((0, DIMS)), rules=BASE)
         == []
     )
+
+
+def test_identities_from_a_known_prefix_equal_identities_from_scratch():
+    """The decision caches the identities of an event's selfies and, when selfies were only
+    added, compares the new ones alone: the answer must be the one computed from scratch."""
+    rng = np.random.default_rng(11)
+    people = rng.normal(0, 0.3, (40, 128))
+    # Retakes and chains (merged), attendees with several selfies (same_person), strangers.
+    selfies = np.concatenate([people, people[:15] + rng.normal(0, 0.02, (15, 128))])[rng.permutation(55)]
+    attendees = [int(key) if key < 20 else None for key in rng.integers(0, 60, 55)]
+    whole = rules.identities(selfies, merge_distance=0.4, same_person=attendees)
+    assert len(set(whole.tolist())) < 55  # some selfies were merged: the test can fail
+    for done in (0, 1, 20, 54, 55):
+        known = rules.identities(selfies[:done], merge_distance=0.4, same_person=attendees[:done])
+        again = rules.identities(selfies, merge_distance=0.4, same_person=attendees, known=known)
+        assert again.tolist() == whole.tolist(), done
