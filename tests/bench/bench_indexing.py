@@ -47,6 +47,10 @@ import threading
 import time
 from pathlib import Path
 
+# --profile runs the index job's work in this process: with one OpenBLAS thread, as
+# config/settings.py gives every worker, which must be set before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 import psutil
 from PIL import Image, ImageFilter
