@@ -282,6 +282,11 @@ ARCHIVE_MAX_MEMBERS = env_int("ARCHIVE_MAX_MEMBERS", 20_000)
 # acknowledged); a whole file (a zip archive) may be this large.
 UPLOAD_CHUNK_BYTES = env_int("UPLOAD_CHUNK_BYTES", 4 * 1024 * 1024)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024**3)
+# An uploaded zip archive is imported this many files per job, each job queueing the
+# next: a job stays well within Q_TIMEOUT however large the archive.
+UPLOAD_IMPORT_BATCH = env_int("UPLOAD_IMPORT_BATCH", 200)
+if UPLOAD_IMPORT_BATCH < 1:
+    raise ImproperlyConfigured("UPLOAD_IMPORT_BATCH must be at least 1.")
 if not 64 * 1024 <= UPLOAD_CHUNK_BYTES <= 100 * 1024 * 1024:
     raise ImproperlyConfigured("UPLOAD_CHUNK_BYTES must be between 64 KiB and 100 MiB.")
 SELFIE_MAX_BYTES = env_int("SELFIE_MAX_BYTES", 20 * 1024 * 1024)

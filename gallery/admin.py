@@ -27,11 +27,12 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from gallery import access, dashboard, poster, services
+from gallery import access, branding, dashboard, poster, services
 from gallery.forms import OptOutRegisterForm, PhotoUploadForm
 from gallery.images import ImageProblem, jpeg_file, load_rgb
 from gallery.links import current_request, public_url
 from gallery.models import Attendee, AuditEntry, Event, Face, Match, Photo, Selfie, Upload
+from gallery.rejections import rejection_text
 from gallery.serving import serve_file
 
 
@@ -382,9 +383,11 @@ class EventAdmin(OrganizerAdmin):
             for upload in form.cleaned_data["files"] + form.cleaned_data["folder"]:
                 summary.merge(services.upload_import(event=event, name=upload.name, fileobj=upload))
             level = messages.WARNING if summary.rejected else messages.SUCCESS
-            self.message_user(request, f"{event.name}: {summary.describe()}. Indexing runs in the background.", level)
+            message = gettext("%(event)s: %(summary)s. Indexing runs in the background.")
+            self.message_user(request, message % {"event": event.name, "summary": summary.describe()}, level)
             for name, reason in summary.rejected[:20]:
-                self.message_user(request, f"Rejected {name}: {reason}", messages.WARNING)
+                message = gettext("Rejected %(name)s: %(reason)s") % {"name": name, "reason": reason}
+                self.message_user(request, message, messages.WARNING)
             return redirect(reverse("admin:gallery_photo_changelist") + f"?event__id__exact={event.pk}")
         context = {**self.admin_site.each_context(request), "opts": self.model._meta, "event": event, "form": form}
         context["title"] = gettext("Upload photos to %(event)s") % {"event": event.name}
@@ -505,12 +508,12 @@ class EventAdmin(OrganizerAdmin):
     @admin.action(description=_("Retry failed photos of the selected events"))
     def reindex_failed(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
         count = sum(services.event_reindex(event=event, failed_only=True) for event in queryset)
-        self.message_user(request, f"{count} photos queued for indexing again.")
+        self.message_user(request, gettext("%(count)s photos queued for indexing again.") % {"count": count})
 
     @admin.action(description=_("Match all selfies of the selected events again"))
     def rematch(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:
         count = sum(services.event_rematch(event=event) for event in queryset)
-        self.message_user(request, f"{count} selfies queued for matching.")
+        self.message_user(request, gettext("%(count)s selfies queued for matching again.") % {"count": count})
 
 
 class HasFacesFilter(admin.SimpleListFilter):
@@ -678,7 +681,7 @@ class PhotoAdmin(OrganizerAdmin):
     @admin.action(description=_("Index the selected photos again"))
     def reindex(self, request: HttpRequest, queryset: QuerySet[Photo]) -> None:
         count = services.photos_reindex(photo_ids=list(queryset.values_list("id", flat=True)))
-        self.message_user(request, f"{count} photos queued for indexing.")
+        self.message_user(request, gettext("%(count)s photos queued for indexing again.") % {"count": count})
 
 
 @admin.register(Selfie)
@@ -765,19 +768,26 @@ def _upload_status(upload: Upload) -> dict[str, object]:
         Upload.State.DONE: gettext("%(imported)s imported, %(duplicates)s duplicates skipped, %(rejected)s rejected")
         % {"imported": upload.imported, "duplicates": upload.duplicates, "rejected": upload.rejected},
     }
+    message = messages_by_state[upload.state]
+    if upload.members_total and upload.state in (Upload.State.PENDING, Upload.State.IMPORTING):
+        # A large archive is imported batch by batch, waiting between two.
+        counts = {"done": upload.members_done, "total": upload.members_total}
+        message = gettext("importing: %(done)s of %(total)s files") % counts
     return {
         "id": upload.pk,
         "name": upload.file_name,
         "size": upload.size,
         "state": upload.state,
-        "message": messages_by_state[upload.state],
+        "message": message,
         "chunk_size": upload.chunk_size,
         "chunk_count": upload.chunk_count,
         "received": sorted(upload.chunks.values_list("index", flat=True)),
         "imported": upload.imported,
         "duplicates": upload.duplicates,
         "rejected": upload.rejected,
-        "rejections": upload.rejections,
+        "members_done": upload.members_done,
+        "members_total": upload.members_total,
+        "rejections": [rejection_text(entry) for entry in upload.rejections],
         "status_url": reverse("admin:gallery_upload_status", args=[upload.pk]),
         "chunk_url": reverse("admin:gallery_upload_chunk", args=[upload.pk, 0])[:-2],
         "finish_url": reverse("admin:gallery_upload_finish", args=[upload.pk]),
@@ -801,6 +811,8 @@ class UploadAdmin(OrganizerAdmin):
         "imported",
         "duplicates",
         "rejected",
+        "members_done",
+        "members_total",
         "rejection_list",
         "error",
         "created_by",
@@ -814,7 +826,7 @@ class UploadAdmin(OrganizerAdmin):
 
     @admin.display(description=_("Rejected files"))
     def rejection_list(self, obj: Upload) -> str:
-        return format_html_join(mark_safe("<br>"), "{}: {}", obj.rejections) or "—"
+        return format_html_join(mark_safe("<br>"), "{}: {}", map(rejection_text, obj.rejections)) or "—"
 
     def get_urls(self):
         view = self._page

@@ -93,12 +93,12 @@ class MultipleFileField(forms.FileField):
 
 class PhotoUploadForm(forms.Form):
     files = MultipleFileField(
-        label="Photos or zip archives",
+        label=_("Photos or zip archives"),
         required=False,
         widget=MultipleFileInput(attrs={"accept": "image/*,.zip,application/zip"}),
     )
     folder = MultipleFileField(
-        label="Or a whole folder",
+        label=_("Or a whole folder"),
         required=False,
         widget=MultipleFileInput(attrs={"webkitdirectory": True, "directory": True}),
     )
@@ -106,7 +106,7 @@ class PhotoUploadForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         if not cleaned.get("files") and not cleaned.get("folder"):
-            raise forms.ValidationError("Choose photos, zip archives or a folder to upload.")
+            raise forms.ValidationError(_("Choose photos, zip archives or a folder to upload."))
         return cleaned
 
 

@@ -26,7 +26,16 @@ ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "MPO", "TIFF", "BMP", "GIF", "HEIF"}
 
 
 class ImageProblem(ValueError):
-    """An image we cannot use; the message is shown to people as it is."""
+    """An image we cannot use; the message is shown to people as it is.
+
+    `code` and `params` say the same for a record read later, in another language
+    (an upload's rejections: gallery.rejections).
+    """
+
+    def __init__(self, message: str, *, code: str = "not-image", params: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params or {}
 
 
 # What Pillow's decoders raise on malformed data. Pillow's fuzzing found each of
@@ -46,6 +55,8 @@ DECODE_ERRORS = (
 )
 NOT_READABLE = gettext_lazy("This file is not an image we can read (JPEG, PNG, WebP, HEIC, TIFF, GIF or BMP).")
 CORRUPT = gettext_lazy("The image data is corrupt or truncated.")
+FORMAT_UNSUPPORTED = gettext_lazy("%(format)s images are not supported; use JPEG, PNG or WebP.")
+TOO_MANY_PIXELS = gettext_lazy("This image is too large (more than %(pixels)s pixels).")
 
 
 def _limit_pixels() -> None:
@@ -62,20 +73,23 @@ def identify(fileobj: IO[bytes]) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(fileobj)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageProblem(_too_many_pixels()) from exc
+        raise _too_many_pixels() from exc
     except DECODE_ERRORS as exc:
         raise ImageProblem(NOT_READABLE) from exc
     if image.format not in ACCEPTED_FORMATS:
-        raise ImageProblem(_("%(format)s images are not supported; use JPEG, PNG or WebP.") % {"format": image.format})
+        params = {"format": image.format}
+        raise ImageProblem(FORMAT_UNSUPPORTED % params, code="format", params=params)
     if image.width * image.height > settings.PHOTO_MAX_PIXELS:
-        raise ImageProblem(_too_many_pixels())
+        raise _too_many_pixels()
     if image.width < 1 or image.height < 1:
         raise ImageProblem(NOT_READABLE)
     return image
 
 
-def _too_many_pixels() -> str:
-    return _("This image is too large (more than %(pixels)s pixels).") % {"pixels": f"{settings.PHOTO_MAX_PIXELS:,}"}
+def _too_many_pixels() -> ImageProblem:
+    params = {"pixels": settings.PHOTO_MAX_PIXELS}
+    message = TOO_MANY_PIXELS % {"pixels": f"{settings.PHOTO_MAX_PIXELS:,}"}
+    return ImageProblem(message, code="too-many-pixels", params=params)
 
 
 def load_rgb(fileobj: IO[bytes], *, draft_side: int = 0, max_pixels: int = 0) -> Image.Image:
@@ -101,7 +115,11 @@ def load_scaled(fileobj: IO[bytes], *, side: int, max_pixels: int = 0) -> tuple[
     image = identify(fileobj)
     full = image.size
     if max_pixels and image.format not in ("JPEG", "MPO") and image.width * image.height > max_pixels:
-        raise ImageProblem(_("This photo has too many pixels; please use a smaller one (or a JPEG)."))
+        raise ImageProblem(
+            _("This photo has too many pixels; please use a smaller one (or a JPEG)."),
+            code="too-many-pixels",
+            params={"pixels": max_pixels},
+        )
     try:
         if side and image.format in ("JPEG", "MPO") and max(full) > side:
             # Pillow keeps each side at least the one asked for: ask for the photo's
@@ -115,9 +133,9 @@ def load_scaled(fileobj: IO[bytes], *, side: int, max_pixels: int = 0) -> tuple[
         turned = image.size != decoded
         return _to_rgb(image), (full[1], full[0]) if turned else full
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageProblem(_too_many_pixels()) from exc
+        raise _too_many_pixels() from exc
     except DECODE_ERRORS as exc:
-        raise ImageProblem(CORRUPT) from exc
+        raise ImageProblem(CORRUPT, code="corrupt") from exc
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -549,8 +549,12 @@ class Upload(models.Model):
     imported = models.PositiveIntegerField(_("imported"), default=0)
     duplicates = models.PositiveIntegerField(_("duplicates"), default=0)
     rejected = models.PositiveIntegerField(_("rejected"), default=0)
-    # [name, reason] pairs, the first few hundred (gallery.services.UPLOAD_REJECTIONS_KEPT).
+    # [name, code, values] (gallery.rejections), the first few hundred (gallery.services.UPLOAD_REJECTIONS_KEPT).
     rejections = models.JSONField(default=list, blank=True)
+    # A zip archive is imported UPLOAD_IMPORT_BATCH files per job: how many of its files
+    # the finished batches went through, and how many it has.
+    members_done = models.PositiveIntegerField(_("archive files processed"), default=0)
+    members_total = models.PositiveIntegerField(_("files in the archive"), null=True, blank=True)
     error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -7,12 +7,13 @@ indexing and matching are queued as jobs (gallery.jobs) after commit.
 from __future__ import annotations
 
 import hashlib
+import io
 import lzma
-import shutil
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -53,6 +54,7 @@ from gallery.models import (
     Upload,
     UploadChunk,
 )
+from gallery.rejections import Reason, rejection_json
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -64,7 +66,7 @@ class ImportSummary:
 
     created: list[int] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[tuple[str, Reason]] = field(default_factory=list)
 
     @property
     def seen(self) -> int:
@@ -76,7 +78,8 @@ class ImportSummary:
         self.rejected += other.rejected
 
     def describe(self) -> str:
-        return f"{len(self.created)} imported, {len(self.duplicates)} duplicates skipped, {len(self.rejected)} rejected"
+        counts = {"imported": len(self.created), "duplicates": len(self.duplicates), "rejected": len(self.rejected)}
+        return _("%(imported)s imported, %(duplicates)s duplicates skipped, %(rejected)s rejected") % counts
 
 
 # --- Events -------------------------------------------------------------------
@@ -204,12 +207,12 @@ def photo_import(*, event: Event, name: str, fileobj: IO[bytes]) -> ImportSummar
         while chunk := fileobj.read(_CHUNK):
             size += len(chunk)
             if size > settings.PHOTO_MAX_BYTES:
-                summary.rejected.append((name, f"larger than {filesizeformat(settings.PHOTO_MAX_BYTES)}"))
+                summary.rejected.append((name, Reason("too-large", {"size": settings.PHOTO_MAX_BYTES})))
                 return summary
             digest.update(chunk)
             spool.write(chunk)
         if size == 0:
-            summary.rejected.append((name, "empty file"))
+            summary.rejected.append((name, Reason("empty")))
             return summary
         content_hash = digest.hexdigest()
         if Photo.objects.filter(event=event, content_hash=content_hash).exists():
@@ -219,7 +222,7 @@ def photo_import(*, event: Event, name: str, fileobj: IO[bytes]) -> ImportSummar
         try:
             image = identify(spool)
         except ImageProblem as exc:
-            summary.rejected.append((name, str(exc)))
+            summary.rejected.append((name, Reason.of_image_problem(exc)))
             return summary
         taken_at = _parse_exif_time(exif_datetime(image))
         spool.seek(0)
@@ -252,7 +255,25 @@ def _parse_exif_time(value: str | None) -> datetime | None:
 
 
 def archive_import(*, event: Event, fileobj: IO[bytes], name: str = "archive.zip") -> ImportSummary:
-    """Import every image in a zip archive, read member by member, never extracted to disk.
+    """Import every image in a zip archive, in one go (see archive_batch_import)."""
+    return archive_batch_import(event=event, fileobj=fileobj, name=name).summary
+
+
+@dataclass
+class ArchiveBatch:
+    """What one batch of an archive did, and how far it got: files gone through from
+    the archive's start, of how many (0 of 0 when the archive itself was refused)."""
+
+    summary: ImportSummary
+    done: int
+    total: int
+
+
+def archive_batch_import(
+    *, event: Event, fileobj: IO[bytes], name: str = "archive.zip", start: int = 0, limit: int | None = None
+) -> ArchiveBatch:
+    """Import the archive's images from its `start`-th file on, `limit` of them (all without
+    a limit), read member by member, never extracted to disk.
 
     Hostile archives are contained: member names are never used as paths, sizes
     are enforced on the bytes actually read (headers can lie), nested archives
@@ -262,38 +283,40 @@ def archive_import(*, event: Event, fileobj: IO[bytes], name: str = "archive.zip
     try:
         archive = zipfile.ZipFile(fileobj)
     except (zipfile.BadZipFile, OSError, ValueError):
-        summary.rejected.append((name, "not a valid zip archive"))
-        return summary
+        summary.rejected.append((name, Reason("bad-zip")))
+        return ArchiveBatch(summary, 0, 0)
     with archive:
         if archive.infolist() and min(info.header_offset for info in archive.infolist()) != 0:
             # A whole zip starts with its first member. Otherwise zipfile found a
             # central directory further in: a truncated archive whose last
             # readable directory is that of a zip stored inside it, or data
             # prepended to an archive. Either way, not what the organizer meant.
-            summary.rejected.append((name, "not a valid zip archive (truncated, or not a zip from its start)"))
-            return summary
+            summary.rejected.append((name, Reason("truncated-zip")))
+            return ArchiveBatch(summary, 0, 0)
+        # The same order for every batch: a batch's start means the same file each time.
         members = [info for info in archive.infolist() if not info.is_dir() and not _is_junk(info.filename)]
         if len(members) > settings.ARCHIVE_MAX_MEMBERS:
-            summary.rejected.append((name, f"more than {settings.ARCHIVE_MAX_MEMBERS} files in one archive"))
-            return summary
-        for info in members:
+            summary.rejected.append((name, Reason("too-many-members", {"count": settings.ARCHIVE_MAX_MEMBERS})))
+            return ArchiveBatch(summary, 0, 0)
+        end = len(members) if limit is None else min(len(members), start + limit)
+        for info in members[start:end]:
             label = f"{name}:{info.filename}"
             if info.flag_bits & 0x1:
-                summary.rejected.append((label, "encrypted archive members are not supported"))
+                summary.rejected.append((label, Reason("encrypted")))
             elif info.filename.lower().endswith(".zip"):
-                summary.rejected.append((label, "archives inside archives are not imported"))
+                summary.rejected.append((label, Reason("nested-archive")))
             elif info.file_size > settings.PHOTO_MAX_BYTES:
-                summary.rejected.append((label, f"larger than {filesizeformat(settings.PHOTO_MAX_BYTES)}"))
+                summary.rejected.append((label, Reason("too-large", {"size": settings.PHOTO_MAX_BYTES})))
             else:
                 try:
                     with archive.open(info) as member:
                         result = photo_import(event=event, name=info.filename, fileobj=member)
                 except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error, lzma.LZMAError) as exc:
-                    summary.rejected.append((label, f"unreadable in the archive ({exc})"))
+                    summary.rejected.append((label, Reason("unreadable-member", {"detail": str(exc)})))
                     continue
                 result.rejected = [(f"{name}:{n}", why) for n, why in result.rejected]
                 summary.merge(result)
-    return summary
+    return ArchiveBatch(summary, end, len(members))
 
 
 def _is_junk(member: str) -> bool:
@@ -330,16 +353,17 @@ def paths_import(
     summary = ImportSummary()
     for path in expand_paths(paths):
         if not path.exists():
-            result = ImportSummary(rejected=[(str(path), "no such file or folder")])
+            result = ImportSummary(rejected=[(str(path), Reason("missing"))])
         elif not path.is_file():
             # Opening a FIFO would wait forever for a writer; devices and sockets are no photos.
-            result = ImportSummary(rejected=[(str(path), "not a regular file (a pipe, device or socket)")])
+            result = ImportSummary(rejected=[(str(path), Reason("not-regular"))])
         else:
             try:
                 with path.open("rb") as handle:
                     result = upload_import(event=event, name=path.name, fileobj=handle)
             except OSError as exc:
-                result = ImportSummary(rejected=[(str(path), f"cannot be read ({exc.strerror})")])
+                detail = {"detail": exc.strerror or str(exc)}
+                result = ImportSummary(rejected=[(str(path), Reason("unreadable", detail))])
         summary.merge(result)
         if on_file:
             on_file(path, result)
@@ -693,9 +717,11 @@ def upload_create(*, event: Event, name: str, size: int, user: AbstractBaseUser 
     """A new upload of `size` bytes, waiting for its chunks."""
     name = PurePosixPath(name.replace("\\", "/")).name[:255] or "upload"
     if size < 0:
-        raise UploadProblem("The file size is missing or wrong.")
+        raise UploadProblem(_("The file size is missing or wrong."))
     if size > settings.UPLOAD_MAX_BYTES:
-        raise UploadProblem(f"{name} is larger than {filesizeformat(settings.UPLOAD_MAX_BYTES)}.")
+        raise UploadProblem(
+            _("%(name)s is larger than %(size)s.") % {"name": name, "size": filesizeformat(settings.UPLOAD_MAX_BYTES)}
+        )
     return Upload.objects.create(
         event=event, created_by=user, file_name=name, size=size, chunk_size=settings.UPLOAD_CHUNK_BYTES
     )
@@ -704,14 +730,19 @@ def upload_create(*, event: Event, name: str, size: int, user: AbstractBaseUser 
 def upload_chunk_store(*, upload: Upload, index: int, data: bytes, sha256: str = "") -> None:
     """Store chunk `index`; sending it again replaces it. Nothing is kept from a chunk that is not exactly right."""
     if upload.state != Upload.State.RECEIVING:
-        raise UploadProblem("This upload is already complete.")
+        raise UploadProblem(_("This upload is already complete."))
     if not 0 <= index < upload.chunk_count:
-        raise UploadProblem(f"There is no chunk {index} in this upload.")
+        raise UploadProblem(_("There is no chunk %(index)s in this upload.") % {"index": index})
     expected = upload.chunk_length(index)
     if len(data) != expected:
-        raise UploadProblem(f"Chunk {index} has {len(data)} bytes instead of {expected}: send it again.")
+        raise UploadProblem(
+            _("Chunk %(index)s has %(length)s bytes instead of %(expected)s: send it again.")
+            % {"index": index, "length": len(data), "expected": expected}
+        )
     if sha256 and hashlib.sha256(data).hexdigest() != sha256.strip().lower():
-        raise UploadProblem(f"Chunk {index} arrived damaged (its checksum differs): send it again.")
+        raise UploadProblem(
+            _("Chunk %(index)s arrived damaged (its checksum differs): send it again.") % {"index": index}
+        )
     # The storage may pick another name if one exists (two retries racing): the row says which.
     stored = default_storage.save(upload.chunk_name(index), ContentFile(data))
     with transaction.atomic():
@@ -730,7 +761,10 @@ def upload_finish(*, upload: Upload) -> Upload:
     if upload.state == Upload.State.RECEIVING:
         missing = upload.chunk_count - upload.chunks.count()
         if missing:
-            raise UploadProblem(f"{missing} of {upload.chunk_count} chunks have not arrived yet.")
+            raise UploadProblem(
+                _("%(missing)s of %(count)s chunks have not arrived yet.")
+                % {"missing": missing, "count": upload.chunk_count}
+            )
     with transaction.atomic():
         Upload.objects.filter(pk=upload.pk, state=Upload.State.RECEIVING).update(state=Upload.State.PENDING)
         if Upload.objects.filter(pk=upload.pk, state=Upload.State.PENDING).exists():
@@ -739,21 +773,94 @@ def upload_finish(*, upload: Upload) -> Upload:
     return upload
 
 
+class _ChunksReader(io.RawIOBase):
+    """An upload's bytes read in place from its stored chunks, seekable: zipfile reads an
+    archive of several GB without it ever being copied or assembled, and each batch job
+    reads only the chunks holding its files (and the archive's directory, at its end)."""
+
+    def __init__(self, upload: Upload, names: dict[int, str]) -> None:
+        self._upload, self._names = upload, names
+        self._position, self._index = 0, -1
+        self._file: IO[bytes] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._upload.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._position >= self._upload.size:
+            return 0
+        index, within = divmod(self._position, self._upload.chunk_size)
+        if index != self._index:
+            self._close_chunk()
+            if index not in self._names:
+                raise OSError(f"chunk {index} is missing")
+            self._file = default_storage.open(self._names[index], "rb")
+            self._index = index
+        assert self._file is not None
+        self._file.seek(within)
+        data = self._file.read(min(len(buffer), self._upload.chunk_length(index) - within))
+        if not data:
+            raise OSError(f"chunk {index} is shorter than when it was stored")
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def _close_chunk(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file, self._index = None, -1
+
+    def close(self) -> None:
+        self._close_chunk()
+        super().close()
+
+
+@contextmanager
+def upload_reader(upload: Upload) -> Iterator[IO[bytes]]:
+    """The upload's whole file, buffered, read from its chunks."""
+    names = dict(upload.chunks.values_list("index", "name"))
+    with io.BufferedReader(_ChunksReader(upload, names), buffer_size=_CHUNK) as reader:
+        yield reader
+
+
 def upload_process(*, upload_id: int) -> str:
-    """The import job: assemble the chunks, import the photo or every photo of the archive,
-    record the counts and reasons, delete the chunks. A job whose worker died is taken
-    over after Q_RETRY; photos it had imported already count as duplicates then."""
+    """The import job: the photo, or the archive's next UPLOAD_IMPORT_BATCH files, read from
+    the stored chunks; the counts and reasons recorded on the upload.
+
+    A batch that leaves files records how far it got, puts the upload back to
+    pending and queues the next job, which claims it as the first did. The record
+    is conditional on the progress the job started from, so a batch is counted once
+    even if two jobs ran it; a job whose worker died is queued again by the sweeper
+    and starts from the last recorded batch (photos it had imported count as
+    duplicates then: none is imported twice, none is skipped). The chunks go once
+    the whole file is imported.
+    """
     if not Upload.objects.claim(pk=upload_id):
         return "skipped"
     upload = Upload.objects.select_related("event").get(pk=upload_id)
-    chunks = list(upload.chunks.order_by("index").values_list("name", flat=True))
     try:
-        with tempfile.TemporaryFile() as assembled:
-            for name in chunks:
-                with default_storage.open(name, "rb") as part:
-                    shutil.copyfileobj(part, assembled, _CHUNK)
-            assembled.seek(0)
-            summary = upload_import(event=upload.event, name=upload.file_name, fileobj=assembled)
+        with upload_reader(upload) as stream:
+            if upload.file_name.lower().endswith(".zip"):
+                batch = archive_batch_import(
+                    event=upload.event,
+                    fileobj=stream,
+                    name=upload.file_name,
+                    start=upload.members_done,
+                    limit=settings.UPLOAD_IMPORT_BATCH,
+                )
+            else:
+                batch = ArchiveBatch(photo_import(event=upload.event, name=upload.file_name, fileobj=stream), 1, 1)
     except OSError as exc:
         Upload.objects.filter(pk=upload_id, state=Upload.State.IMPORTING).update(
             state=Upload.State.FAILED,
@@ -761,14 +868,28 @@ def upload_process(*, upload_id: int) -> str:
             finished_at=timezone.now(),
         )
         return "failed"
+    summary, finished = batch.summary, batch.done >= batch.total
+    room = max(0, UPLOAD_REJECTIONS_KEPT - len(upload.rejections))
+    progress = {
+        "imported": F("imported") + len(summary.created),
+        "duplicates": F("duplicates") + len(summary.duplicates),
+        "rejected": F("rejected") + len(summary.rejected),
+        "rejections": upload.rejections + [rejection_json(name, why) for name, why in summary.rejected[:room]],
+        "members_done": batch.done,
+        "members_total": batch.total,
+    }
+    if finished:
+        progress |= {"state": Upload.State.DONE, "finished_at": timezone.now()}
+    else:
+        progress |= {"state": Upload.State.PENDING, "claimed_at": None}
     with transaction.atomic():
-        Upload.objects.filter(pk=upload_id, state=Upload.State.IMPORTING).update(
-            state=Upload.State.DONE,
-            imported=len(summary.created),
-            duplicates=len(summary.duplicates),
-            rejected=len(summary.rejected),
-            rejections=[list(pair) for pair in summary.rejected[:UPLOAD_REJECTIONS_KEPT]],
-            finished_at=timezone.now(),
-        )
-        UploadChunk.objects.filter(upload_id=upload_id).delete()  # their files go by the deletion signal
-    return "done"
+        recorded = Upload.objects.filter(
+            pk=upload_id, state=Upload.State.IMPORTING, members_done=upload.members_done
+        ).update(**progress)
+        if not recorded:
+            return "superseded"  # another job recorded this batch first
+        if finished:
+            UploadChunk.objects.filter(upload_id=upload_id).delete()  # their files go by the deletion signal
+        else:
+            jobs.enqueue_upload_import(upload_id, event_id=upload.event_id)
+    return "done" if finished else f"{batch.done} of {batch.total} files"

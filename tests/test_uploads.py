@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from gallery import services
 from gallery.models import Photo, Upload, UploadChunk
-from tests.conftest import BIDEN_TWICE_AND_KIT, corrupt_jpeg, jpeg_bytes, sample
+from tests.conftest import BIDEN_TWICE_AND_KIT, corrupt_jpeg, jpeg_bytes, sample, upload
 
 PASSWORD = "a-long-enough-pass-phrase-42"
 CHUNK = 64 * 1024
@@ -224,3 +224,62 @@ def test_deleting_an_event_removes_its_half_uploaded_chunks(people, run_jobs, se
     with run_jobs():
         people["event"].delete()
     assert not stored.exists() and not Upload.objects.exists()
+
+
+def test_an_uploads_reasons_are_read_in_the_organizers_language(people, run_jobs, settings):
+    """The job records codes, not sentences: the same record reads in French or English."""
+    settings.PHOTO_MAX_BYTES = 300_000
+    data = make_zip_of_members(
+        {
+            "notes.txt": b"not a photo",
+            "empty.jpg": b"",
+            "big.jpg": b"\xff" * 400_000,
+            "inner.zip": b"PK",
+        }
+    )
+    done = send(people["alice"], start(people["alice"], people["event"], "mix.zip", data), data, run_jobs)
+    assert (done["state"], done["rejected"]) == ("done", 4)
+    stored = Upload.objects.get(pk=done["id"]).rejections
+    assert {code for _, code, _ in stored} == {"not-image", "empty", "too-large", "nested-archive"}
+
+    page_url = done["page_url"]
+    french = people["alice"].get(page_url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "mix.zip:notes.txt: Ce fichier n\u2019est pas une image" in french
+    assert "mix.zip:empty.jpg: fichier vide" in french
+    assert "mix.zip:inner.zip: les archives dans une archive ne sont pas importées" in french
+    assert "mix.zip:big.jpg: plus de 293,0\xa0Kio" in french
+    english = people["alice"].get(page_url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "mix.zip:empty.jpg: empty file" in english and "fichier vide" not in english
+    status = people["alice"].get(done["status_url"], HTTP_ACCEPT_LANGUAGE="fr").json()
+    assert ["mix.zip:empty.jpg", "fichier vide"] in status["rejections"]
+
+
+def test_a_record_from_before_reason_codes_still_shows(people):
+    record = services.upload_create(event=people["event"], name="old.zip", size=10)
+    Upload.objects.filter(pk=record.pk).update(rejections=[["old.zip:a.txt", "empty file"]], rejected=1)
+    page = people["alice"].get(reverse("admin:gallery_upload_change", args=[record.pk])).content.decode()
+    assert "old.zip:a.txt: empty file" in page
+
+
+def test_the_upload_form_without_javascript_speaks_french(people, run_jobs):
+    url = reverse("admin:gallery_event_upload", args=[people["event"].pk])
+    page = people["alice"].get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Photos ou archives zip" in page and "Ou un dossier entier" in page
+    assert "Choisissez des photos" in people["alice"].post(url, {}, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    files = [
+        upload("a.jpg", jpeg_bytes((200, 0, 0))),
+        upload("empty.jpg", b""),
+    ]
+    with run_jobs():
+        response = people["alice"].post(url, {"files": files}, HTTP_ACCEPT_LANGUAGE="fr", follow=True)
+    text = response.content.decode()
+    assert "1 importées, 0 doublons ignorés, 1 refusées" in text
+    assert "Refusé empty.jpg : fichier vide" in text
+
+
+def make_zip_of_members(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
