@@ -230,6 +230,16 @@ def email_optin_attempt(request: HttpRequest, attendee: Attendee) -> Attempt:
     )
 
 
+def event_takes_selfies(event: Event) -> bool:
+    """Selfies and opt-outs are taken until the event's retention period ends.
+
+    From that day the purge deletes the event's attendee data (the same test,
+    Event.retention_passed), so a new selfie would be a face kept past the
+    retention promised on the privacy page, or deleted within the day.
+    """
+    return not event.retention_passed(timezone.localdate())
+
+
 def unlocked_event_for_attendee(request: HttpRequest, slug: str) -> Event:
     """A published event whose code (if any) this visitor has entered, or 404."""
     event = event_for_attendee(request, slug)

@@ -82,7 +82,7 @@ class EventQuerySet(models.QuerySet):
         portable SQL (SQLite and PostgreSQL differ), and events are few.
         """
         holding = self.filter(attendees__isnull=False).distinct()
-        return [event for event in holding if event.retention_ends() <= today]
+        return [event for event in holding if event.retention_passed(today)]
 
 
 class Event(models.Model):
@@ -204,6 +204,10 @@ class Event(models.Model):
     def retention_ends(self) -> date:
         """The day the attendees' data of this event expires (is purged from then on)."""
         return self.date + timedelta(days=self.retention_days)
+
+    def retention_passed(self, today: date) -> bool:
+        """From its retention end on, the event's attendee data is purged (and no more is taken)."""
+        return self.retention_ends() <= today
 
 
 class JobQuerySet(models.QuerySet):

@@ -62,6 +62,8 @@ def privacy(request: HttpRequest, slug: str) -> HttpResponse:
 
 def event(request: HttpRequest, slug: str) -> HttpResponse:
     event = access.event_for_attendee(request, slug)
+    if not access.event_takes_selfies(event):
+        return _selfies_closed(request, event)  # before the code: entering it would lead nowhere
     if not access.event_is_unlocked(request, event):
         form = CodeForm(request.POST) if request.method == "POST" else CodeForm()
         status = 200
@@ -101,6 +103,8 @@ def _selfie_form_class(event: Event) -> type[SelfieForm]:
 def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     """A selfie from the event page (replaces this browser's own selfies) or "add another selfie"."""
     event = access.unlocked_event_for_attendee(request, slug)
+    if not access.event_takes_selfies(event):
+        return _selfies_closed(request, event)
     form = _selfie_form_class(event)(request.POST, request.FILES)
     adding = form.data.get("add") == "1"
     # Adding goes to the attendee shown (their private link is a full credential);
@@ -134,6 +138,12 @@ def selfie_upload(request: HttpRequest, slug: str) -> HttpResponse:
     return _render_with(request, "gallery/event.html", context, status=status, headers=headers)
 
 
+def _selfies_closed(request: HttpRequest, event: Event) -> HttpResponse:
+    """The event's retention period is over: no new selfie or opt-out (410 Gone), whoever asks."""
+    attendee = access.attendee_for_visitor(request, event) if access.event_is_unlocked(request, event) else None
+    return render(request, "gallery/closed.html", {"event": event, "attendee": attendee}, status=410)
+
+
 def _too_many_selfies(request: HttpRequest, event: Event, form: SelfieForm | OptOutForm) -> dict[str, str]:
     services.audit_limit_record(event=event, client=access.client_tag(request))
     form.add_error("image", _("Too many selfies in a short time. Please wait a few minutes, then try again."))
@@ -159,6 +169,8 @@ def _render_with(
 def optout(request: HttpRequest, slug: str) -> HttpResponse:
     """ "Don't show me": one photo of the person, whose faces are then hidden from everyone."""
     event = access.unlocked_event_for_attendee(request, slug)
+    if not access.event_takes_selfies(event):
+        return _selfies_closed(request, event)
     form = OptOutForm(request.POST or None, request.FILES or None)
     status, headers = (400 if request.method == "POST" else 200), {}
     # The same limits as selfies: an opt-out is a face upload too.
