@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, TruncHour
@@ -142,6 +143,17 @@ class EventForm(forms.ModelForm):
         copy.name = "cover.jpg"
         return copy
 
+    def clean_watermark_logo(self) -> object:
+        """A new logo must be a PNG (checked, bounded) and is stored re-encoded."""
+        logo = self.cleaned_data.get("watermark_logo")
+        if not isinstance(logo, UploadedFile):
+            return logo  # unchanged, or cleared
+        try:
+            stored = ContentFile(branding.logo_png(logo), name="logo.png")
+        except ImageProblem as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return stored
+
     def clean_add_owner(self) -> object:
         wanted = self.cleaned_data["add_owner"].strip()
         if not wanted:
@@ -193,13 +205,15 @@ class EventAdmin(OrganizerAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Event, form: EventForm, change: bool) -> None:
-        old_cover = form.initial.get("cover")
+        old_cover, old_logo = form.initial.get("cover"), form.initial.get("watermark_logo")
         super().save_model(request, obj, form, change)
         if change and "cover" in form.changed_data and old_cover and old_cover.name != obj.cover.name:
             services.event_cover_discard(name=old_cover.name)
+        if change and "watermark_logo" in form.changed_data and old_logo and old_logo.name != obj.watermark_logo.name:
+            services.event_cover_discard(name=old_logo.name)
         if not change and not request.user.is_superuser:
             services.event_owner_add(event=obj, user=request.user)  # whoever creates an event manages it
-        watermark = {"watermark_text", "watermark_position", "watermark_opacity"}
+        watermark = {"watermark_text", "watermark_logo", "watermark_position", "watermark_opacity"}
         if change and watermark & set(form.changed_data):
             count = services.event_copies_remake(event=obj)
             self.message_user(

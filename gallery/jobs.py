@@ -68,6 +68,11 @@ def enqueue_upload_import(upload_id: int, *, event_id: int) -> None:
     enqueue("matching.tasks.upload_import_task", upload_id, group=f"event-{event_id}-upload")
 
 
+def enqueue_event_copies(event_id: int) -> None:
+    """The event's watermark changed: make its photos' served copies again (no face work)."""
+    enqueue("matching.tasks.event_copies_task", event_id, group=f"event-{event_id}-copies")
+
+
 def enqueue_files_delete(names: list[str]) -> None:
     """Delete stored files (of rows already deleted) once the deletion commits."""
     if names:

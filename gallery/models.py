@@ -40,6 +40,10 @@ def event_cover_path(event: Event, filename: str) -> str:
     return f"events/covers/{secrets.token_hex(8)}.jpg"
 
 
+def event_logo_path(event: Event, filename: str) -> str:
+    return f"events/logos/{secrets.token_hex(8)}.png"
+
+
 # The accent colour is written into a stylesheet: only #rrggbb, so nothing else can ever reach the CSS.
 accent_colour_validator = RegexValidator(
     r"^#[0-9a-fA-F]{6}\Z", _("Enter a colour as # and six hexadecimal digits, such as #2a55e0.")
@@ -133,6 +137,19 @@ class Event(models.Model):
     watermark_opacity = models.PositiveSmallIntegerField(
         _("watermark opacity (%)"), default=60, validators=[MinValueValidator(0), MaxValueValidator(100)]
     )
+    watermark_logo = models.FileField(
+        _("watermark logo"),
+        upload_to=event_logo_path,
+        max_length=300,
+        blank=True,
+        help_text=_(
+            "A PNG image, transparent where the photo should show through (at most 2 MB), drawn on the photos "
+            "attendees view and download, with the watermark text below it if there is one."
+        ),
+    )
+    # Raised when the watermark changes: photos whose copies_version is lower get new
+    # copies from the copies job (gallery.services.event_copies_remake).
+    copies_version = models.PositiveIntegerField(default=0, editable=False)
     # Branding, on every attendee page of the event (before the code too: like its name and date).
     cover = models.FileField(
         _("cover image"),
@@ -292,6 +309,8 @@ class Photo(models.Model):
     # Served copies, EXIF stripped and orientation applied; made by the index job.
     display = models.FileField(upload_to=photo_derived_path, max_length=300, blank=True)
     thumbnail = models.FileField(upload_to=photo_derived_path, max_length=300, blank=True)
+    # The event's copies_version these copies were last made again for.
+    copies_version = models.PositiveIntegerField(default=0, editable=False)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     taken_at = models.DateTimeField(null=True, blank=True, help_text=_("Capture time from EXIF."))

@@ -29,6 +29,7 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db.models import F, Max
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
@@ -130,7 +131,8 @@ def event_owner_add(*, event: Event, user: AbstractBaseUser) -> None:
 
 
 def event_cover_discard(*, name: str) -> None:
-    """Delete a replaced or cleared cover's file, once the event row no longer names it (after commit)."""
+    """Delete a replaced or cleared cover's (or watermark logo's) file, once the event row
+    no longer names it (after commit)."""
     jobs.enqueue_files_delete([name] if name else [])
 
 
@@ -648,14 +650,53 @@ def event_reindex(*, event: Event | None = None, failed_only: bool = False, stuc
 
 
 def event_copies_remake(*, event: Event) -> int:
-    """After the watermark changed: drop the served copies and index the photos again,
-    which makes new copies with the current watermark. Returns how many photos."""
-    copies = event.photos.values_list("display", "thumbnail")
-    names = [name for pair in copies for name in pair if name]
+    """After the watermark changed: queue the job that makes the served copies (display
+    size and thumbnail) of the event's photos again, with the new watermark.
+
+    Only pixels change: faces, their embeddings and matches are not touched, and no
+    face engine is called (matching.tasks.event_copies_task). Photos without copies
+    yet get the new watermark from their index job. Returns how many photos.
+    """
     with transaction.atomic():
-        event.photos.update(display="", thumbnail="")
-        jobs.enqueue_files_delete(names)
-        return event_reindex(event=event)
+        current = Event.objects.select_for_update().filter(pk=event.pk).values_list("copies_version", flat=True).get()
+        # Above every photo's too: an Event saved from an older instance may have written back a lower number.
+        newest = event.photos.aggregate(newest=Max("copies_version"))["newest"] or 0
+        Event.objects.filter(pk=event.pk).update(copies_version=max(current, newest) + 1)
+        jobs.enqueue_event_copies(event.pk)
+    return event.photos.exclude(display="").count()
+
+
+def photos_copies_outdated(*, event_id: int, limit: int) -> tuple[list[Photo], int]:
+    """The copies job's next batch: up to `limit` photos of the event whose copies predate
+    its watermark, and the event's copies_version to record once each is made again."""
+    version = Event.objects.filter(pk=event_id).values_list("copies_version", flat=True).first()
+    if version is None:
+        return [], 0  # the event was deleted
+    photos = (
+        Photo.objects.filter(event_id=event_id, copies_version__lt=version)
+        .exclude(display="")
+        .select_related("event")
+        .order_by("pk")
+    )
+    return list(photos[:limit]), version
+
+
+def photo_copies_current(*, photo_id: int, version: int) -> None:
+    """Record that the photo's copies carry the watermark of `version` (never lowering it:
+    a later change, with its own job, still makes them again)."""
+    Photo.objects.filter(pk=photo_id, copies_version__lt=version).update(copies_version=version)
+
+
+def copies_stuck_requeue() -> int:
+    """For the sweeper: when no job waits, queue the copies job again for each event that
+    still has outdated copies (its job was lost). A job run twice redoes nothing."""
+    if jobs.waiting():
+        return 0
+    outdated = Photo.objects.filter(copies_version__lt=F("event__copies_version")).exclude(display="")
+    event_ids = list(outdated.order_by().values_list("event_id", flat=True).distinct())
+    for event_id in event_ids:
+        jobs.enqueue_event_copies(event_id)
+    return len(event_ids)
 
 
 def photos_reindex(*, photo_ids: list[int]) -> int:

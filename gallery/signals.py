@@ -32,7 +32,7 @@ def _event_pre_delete(sender: type[Event], instance: Event, **kwargs: object) ->
 
 @receiver(post_delete, sender=Event)
 def _event_post_delete(sender: type[Event], instance: Event, **kwargs: object) -> None:
-    _delete_files_on_commit(instance.cover)
+    _delete_files_on_commit(instance.cover, instance.watermark_logo)
 
 
 @receiver(pre_delete, sender=Photo)

@@ -10,8 +10,9 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django_q.exceptions import TimeoutException
 
-from gallery import emails
+from gallery import emails, jobs
 from gallery import services as gallery_services
+from gallery.images import ImageProblem
 from gallery.models import Selfie
 from matching import services
 from matching.engines import get_engine
@@ -147,15 +148,17 @@ def stuck_requeue_task(job_id: str = "") -> str:
         photos = gallery_services.event_reindex(stuck_only=True)
         selfies = gallery_services.event_rematch(stuck_only=True)
         uploads = gallery_services.uploads_stuck_requeue()
-        if photos or selfies or uploads:
+        copies = gallery_services.copies_stuck_requeue()
+        if photos or selfies or uploads or copies:
             logger.warning(
-                "requeued %s stuck photos, %s stuck selfies and %s stuck uploads",
+                "requeued %s stuck photos, %s stuck selfies, %s stuck uploads and the copies of %s events",
                 photos,
                 selfies,
                 uploads,
-                extra={"photos": photos, "selfies": selfies, "uploads": uploads},
+                copies,
+                extra={"photos": photos, "selfies": selfies, "uploads": uploads, "copies": copies},
             )
-        return f"requeued {photos} photos, {selfies} selfies, {uploads} uploads"
+        return f"requeued {photos} photos, {selfies} selfies, {uploads} uploads, copies of {copies} events"
 
     return _run("stuck_requeue", job_id, sweep)
 
@@ -187,3 +190,33 @@ def upload_import_task(upload_id: int, job_id: str = "") -> str:
     return _run(
         "upload_import", job_id, lambda: gallery_services.upload_process(upload_id=upload_id), upload_id=upload_id
     )
+
+
+# Photos one copies job makes again before it queues the next: a few seconds each at
+# most, so a batch ends well within Q_TIMEOUT however large the event.
+COPIES_BATCH = 50
+
+
+def event_copies_task(event_id: int, job_id: str = "") -> str:
+    """The event's watermark changed: make its photos' served copies again, a batch per job.
+
+    No face work: faces, embeddings and matches stay as they are. Each photo is
+    recorded as current once its new copies are stored (a conditional update), so a
+    job delivered twice, or again after its worker was killed, redoes nothing done;
+    the sweeper queues it again if it was lost (gallery.services.copies_stuck_requeue).
+    """
+
+    def remake() -> str:
+        photos, version = gallery_services.photos_copies_outdated(event_id=event_id, limit=COPIES_BATCH)
+        for photo in photos:
+            try:
+                services.photo_copies_remake(photo=photo)
+            except ImageProblem:
+                # Its original cannot be read any more: it keeps its copies, and is not tried again.
+                logger.warning("photo %s: original unreadable, copies not made again", photo.pk)
+            gallery_services.photo_copies_current(photo_id=photo.pk, version=version)
+        if len(photos) == COPIES_BATCH:
+            jobs.enqueue_event_copies(event_id)  # the next batch, in a job of its own
+        return f"{len(photos)} photos"
+
+    return _run("event_copies", job_id, remake, event_id=event_id)
