@@ -132,8 +132,9 @@ def event_forget_task(event_id: int, engine: str, job_id: str = "") -> str:
     return _run("event_forget", job_id, forget, event_id=event_id)
 
 
-# The name of the django-q2 schedule that runs the sweeper (see matching.apps).
+# The names of the django-q2 schedules that run the sweeper and the purge (matching.apps.schedules_ensure).
 SWEEP_SCHEDULE = "Requeue lost photo and selfie jobs"
+PURGE_SCHEDULE = "Purge expired attendee data"
 
 
 def stuck_requeue_task(job_id: str = "") -> str:
@@ -174,7 +175,7 @@ def new_photos_notify_task(event_id: int, job_id: str = "") -> str:
 
 
 def expired_attendee_data_purge_task(job_id: str = "") -> str:
-    """Daily (a django-q2 Schedule made by gallery's migration): attendee data past its retention period."""
+    """Daily (PURGE_SCHEDULE, made by matching.apps.schedules_ensure): attendee data past its retention period."""
 
     def purge() -> str:
         purged = gallery_services.expired_attendee_data_purge()

@@ -27,7 +27,7 @@ from django_q.models import Schedule
 
 from gallery import services
 from gallery.models import Event, Face, Match, Photo, Selfie
-from matching.apps import sweep_schedule_ensure
+from matching.apps import schedules_ensure
 from matching.tasks import SWEEP_SCHEDULE
 from tests.conftest import jpeg_bytes, upload, wait_for
 
@@ -41,7 +41,7 @@ COLORS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40), (200, 40,
 def crash_cluster(qcluster, settings):
     """Starts the cluster with short limits; the sweeper due at its first scheduler pass."""
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 5, "retry": 8}
-    sweep_schedule_ensure(minutes=1)
+    schedules_ensure(sweep_minutes=1)
     Schedule.objects.filter(name=SWEEP_SCHEDULE).update(next_run=timezone.now())
     return lambda: qcluster(**CRASH_ENV)
 
