@@ -30,6 +30,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, IntegrityError, models, transaction
 from django.db.models import F, Max
+from django.db.models.functions import Greatest
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
@@ -657,11 +658,10 @@ def event_copies_remake(*, event: Event) -> int:
     face engine is called (matching.tasks.event_copies_task). Photos without copies
     yet get the new watermark from their index job. Returns how many photos.
     """
+    # Above every photo's too: an Event saved from an older instance may have written back a lower number.
+    newest = event.photos.aggregate(newest=Max("copies_version"))["newest"] or 0
     with transaction.atomic():
-        current = Event.objects.select_for_update().filter(pk=event.pk).values_list("copies_version", flat=True).get()
-        # Above every photo's too: an Event saved from an older instance may have written back a lower number.
-        newest = event.photos.aggregate(newest=Max("copies_version"))["newest"] or 0
-        Event.objects.filter(pk=event.pk).update(copies_version=max(current, newest) + 1)
+        Event.objects.filter(pk=event.pk).update(copies_version=Greatest(F("copies_version"), newest) + 1)
         jobs.enqueue_event_copies(event.pk)
     return event.photos.exclude(display="").count()
 

@@ -450,7 +450,7 @@ def test_the_sweeper_finishes_what_killed_workers_left(event, settings, run_jobs
     Photo.objects.update(index_state=Photo.State.PROCESSING, claimed_at=dead)
     Selfie.objects.update(match_state=Selfie.State.MATCHING, claimed_at=dead)
     with run_jobs():
-        assert stuck_requeue_task() == "requeued 1 photos, 1 selfies, 0 uploads"
+        assert stuck_requeue_task() == "requeued 1 photos, 1 selfies, 0 uploads, copies of 0 events"
     assert Photo.objects.get().index_state == Photo.State.INDEXED
     selfie.refresh_from_db()
     assert selfie.match_state == Selfie.State.DONE and selfie.matches.count() == 1

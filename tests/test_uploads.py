@@ -183,7 +183,7 @@ def test_the_sweeper_requeues_a_stale_upload_and_leaves_a_fresh_one(people, run_
     dead = timezone.now() - timezone.timedelta(seconds=settings.Q_CLUSTER["timeout"] + 10)
     Upload.objects.filter(pk=stale.pk).update(claimed_at=dead)
     with run_jobs():
-        assert stuck_requeue_task() == "requeued 0 photos, 0 selfies, 1 uploads"
+        assert stuck_requeue_task() == "requeued 0 photos, 0 selfies, 1 uploads, copies of 0 events"
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert (stale.state, stale.imported) == (Upload.State.DONE, 1)

@@ -27,6 +27,11 @@ def _pixels(field) -> Image.Image:
         return Image.open(handle).convert("RGB")
 
 
+def _bytes(field) -> bytes:
+    with field.open("rb") as handle:
+        return handle.read()
+
+
 def _change_watermark(admin_client, event, run_jobs, **fields: str):
     data = {
         "name": event.name,
@@ -58,7 +63,7 @@ def test_a_new_watermark_remakes_the_copies_and_touches_no_face_nor_match(indexe
     event = indexed
     before = _faces_and_matches()
     photos = {photo.pk: (_pixels(photo.display), _pixels(photo.thumbnail)) for photo in Photo.objects.all()}
-    originals = {photo.pk: photo.original.open("rb").read() for photo in Photo.objects.all()}
+    originals = {photo.pk: _bytes(photo.original) for photo in Photo.objects.all()}
 
     def no_face_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("a watermark change must not run the face engine")
@@ -75,8 +80,7 @@ def test_a_new_watermark_remakes_the_copies_and_touches_no_face_nor_match(indexe
         # Bottom right: the changes reach the right edge's margin and stay in the lower half.
         assert box is not None and box[2] > display.width * 3 // 4 and box[1] > display.height // 2
         assert ImageChops.difference(thumbnail, _pixels(photo.thumbnail)).getbbox() is not None
-        with photo.original.open("rb") as handle:
-            assert handle.read() == originals[photo.pk]
+        assert _bytes(photo.original) == originals[photo.pk]
 
 
 def test_the_copies_job_is_idempotent_and_resumes_in_batches(indexed, run_jobs, monkeypatch):
