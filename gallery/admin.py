@@ -778,7 +778,7 @@ def _upload_status(upload: Upload) -> dict[str, object]:
         Upload.State.RECEIVING: gettext("receiving"),
         Upload.State.PENDING: gettext("waiting to be imported"),
         Upload.State.IMPORTING: gettext("importing"),
-        Upload.State.FAILED: upload.error,
+        Upload.State.FAILED: gettext(upload.error) if upload.error else "",
         Upload.State.DONE: gettext("%(imported)s imported, %(duplicates)s duplicates skipped, %(rejected)s rejected")
         % {"imported": upload.imported, "duplicates": upload.duplicates, "rejected": upload.rejected},
     }
@@ -828,15 +828,20 @@ class UploadAdmin(OrganizerAdmin):
         "members_done",
         "members_total",
         "rejection_list",
-        "error",
+        "error_text",
         "created_by",
         "created_at",
         "finished_at",
     ]
-    exclude = ["rejections", "chunk_size", "claimed_at"]
+    exclude = ["rejections", "error", "chunk_size", "claimed_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # made by the event's upload page
+
+    @admin.display(description=_("Error"))
+    def error_text(self, obj: Upload) -> str:
+        # Stored as a message id (gallery.services.UPLOAD_UNREADABLE): worded in the reader's language.
+        return gettext(obj.error) if obj.error else "—"
 
     @admin.display(description=_("Rejected files"))
     def rejection_list(self, obj: Upload) -> str:

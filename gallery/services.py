@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import lzma
 import tempfile
 import zipfile
@@ -38,6 +39,7 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from PIL import Image
 
 from gallery import access, jobs
@@ -57,6 +59,8 @@ from gallery.models import (
     UploadChunk,
 )
 from gallery.rejections import Reason, rejection_json
+
+logger = logging.getLogger("trouvaille.jobs")
 
 _CHUNK = 1024 * 1024
 _SKIPPED_NAMES = ("__MACOSX/", "Thumbs.db", ".DS_Store")
@@ -748,6 +752,8 @@ def uploads_stuck_requeue() -> int:
 
 # An archive of 20,000 broken files should not make a 20,000-line page.
 UPLOAD_REJECTIONS_KEPT = 500
+# Stored as it is and translated when shown (gallery.admin): the job runs in no language.
+UPLOAD_UNREADABLE = gettext_noop("The upload could not be read back from the storage: upload the file again.")
 
 
 class UploadProblem(ValueError):
@@ -814,6 +820,14 @@ def upload_finish(*, upload: Upload) -> Upload:
     return upload
 
 
+class UploadUnreadable(Exception):
+    """The upload's stored chunks cannot be read (one is missing, or the storage failed).
+
+    Not an OSError on purpose: zipfile and the importers take those for a damaged
+    file and reject it, whereas this is no fault of the file.
+    """
+
+
 class _ChunksReader(io.RawIOBase):
     """An upload's bytes read in place from its stored chunks, seekable: zipfile reads an
     archive of several GB without it ever being copied or assembled, and each batch job
@@ -842,17 +856,20 @@ class _ChunksReader(io.RawIOBase):
         if self._position >= self._upload.size:
             return 0
         index, within = divmod(self._position, self._upload.chunk_size)
-        if index != self._index:
-            self._close_chunk()
-            if index not in self._names:
-                raise OSError(f"chunk {index} is missing")
-            self._file = default_storage.open(self._names[index], "rb")
-            self._index = index
-        assert self._file is not None
-        self._file.seek(within)
-        data = self._file.read(min(len(buffer), self._upload.chunk_length(index) - within))
+        try:
+            if index != self._index:
+                self._close_chunk()
+                if index not in self._names:
+                    raise UploadUnreadable(f"chunk {index} is missing")
+                self._file = default_storage.open(self._names[index], "rb")
+                self._index = index
+            assert self._file is not None
+            self._file.seek(within)
+            data = self._file.read(min(len(buffer), self._upload.chunk_length(index) - within))
+        except OSError as exc:
+            raise UploadUnreadable(f"chunk {index}: {exc}") from exc
         if not data:
-            raise OSError(f"chunk {index} is shorter than when it was stored")
+            raise UploadUnreadable(f"chunk {index} is shorter than when it was stored")
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
@@ -902,11 +919,11 @@ def upload_process(*, upload_id: int) -> str:
                 )
             else:
                 batch = ArchiveBatch(photo_import(event=upload.event, name=upload.file_name, fileobj=stream), 1, 1)
-    except OSError as exc:
+    except (UploadUnreadable, OSError):
+        # The record keeps the message (worded in the reader's language when shown); the log keeps why.
+        logger.exception("upload %s could not be read back", upload_id, extra={"upload_id": upload_id})
         Upload.objects.filter(pk=upload_id, state=Upload.State.IMPORTING).update(
-            state=Upload.State.FAILED,
-            error=f"The upload could not be read back ({exc.strerror or exc}).",
-            finished_at=timezone.now(),
+            state=Upload.State.FAILED, error=UPLOAD_UNREADABLE, finished_at=timezone.now()
         )
         return "failed"
     summary, finished = batch.summary, batch.done >= batch.total

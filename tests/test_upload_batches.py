@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
@@ -117,3 +118,18 @@ def test_a_single_photo_upload_is_read_from_its_chunks(event, run_jobs):
     assert (upload.state, upload.imported) == ("done", 1)
     with Photo.objects.get().original.open("rb") as stored:
         assert stored.read() == data  # byte for byte, across its chunks
+
+
+def test_an_upload_that_cannot_be_read_back_fails_with_a_message_in_the_readers_language(event, admin_client):
+    data = many_photos_zip()
+    upload = received(event, data)
+    UploadChunk.objects.filter(upload=upload, index=1).delete()  # its bytes are gone from the storage
+    assert services.upload_process(upload_id=upload.pk) == "failed"
+    upload.refresh_from_db()
+    assert (upload.state, upload.rejected) == ("failed", 0)  # not the file's fault: no member is rejected for it
+    url = reverse("admin:gallery_upload_change", args=[upload.pk])
+    assert "could not be read back" in admin_client.get(url).content.decode()
+    french = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "n\u2019a pas pu être relu" in french
+    status = admin_client.get(reverse("admin:gallery_upload_status", args=[upload.pk]), HTTP_ACCEPT_LANGUAGE="fr")
+    assert "n\u2019a pas pu être relu" in status.json()["message"]
