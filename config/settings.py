@@ -99,6 +99,8 @@ INSTALLED_APPS = [
     "axes",
     "gallery",
     "matching",
+    # Django's own widget templates, for the TemplatesSetting form renderer below.
+    "django.forms",
 ]
 
 MIDDLEWARE = [
@@ -123,6 +125,10 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+
+# Form widgets render through TEMPLATES, so a widget template of ours lives in
+# templates/ with the others (gallery.admin.StoredFileInput).
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminFileWidget
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
@@ -105,6 +106,13 @@ class OrganizerAdmin(admin.ModelAdmin):
 COVER_MAX_SIDE = 1600
 
 
+class StoredFileInput(AdminFileWidget):
+    """The stored file by name, without the admin's link to it: media is never served at
+    MEDIA_URL (attendees get files through views that check access), so the link would be a 404."""
+
+    template_name = "admin/gallery/stored_file_input.html"
+
+
 class EventForm(forms.ModelForm):
     add_owner = forms.CharField(
         label=_("Add an owner"),
@@ -115,6 +123,7 @@ class EventForm(forms.ModelForm):
     class Meta:
         model = Event
         fields = "__all__"  # noqa: DJ007 - EventAdmin.get_fields picks them per user
+        widgets = {"cover": StoredFileInput, "watermark_logo": StoredFileInput}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, Max, Min, QuerySet
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 from django.utils.translation import gettext_noop
@@ -378,7 +378,8 @@ def event_decide(
         # Whoever else had one of these photos may have lost a face to this identity:
         # decided again. One level is enough: losing a face changes nobody else's.
         others = Match.objects.filter(photo_id__in=list(photos)).exclude(selfie_id__in=members)
-        for loser in sorted({selfies.label_of(s) for s in others.values_list("selfie_id", flat=True) if s in enrolled}):
+        other_selfies = others.order_by().values_list("selfie_id", flat=True).distinct()  # not a row per match
+        for loser in sorted({selfies.label_of(s) for s in other_selfies if s in enrolled}):
             if loser not in decided:
                 decided.add(loser)
                 lost = index.identity_photos(faces=faces, selfies=selfies, label=loser, chosen=chosen)
@@ -415,26 +416,38 @@ def _identity_record(*, members: list[int], photos: dict[int, float]) -> int:
 
     Matches of photos being indexed again stay until those photos' own jobs decide,
     so a reindex never empties a gallery for a while (nor sends "new photos" mail).
+
+    Only what changed is written, and what is held is read per photo, not per row:
+    most decisions confirm most rows (a new selfie of a known face adds its own rows),
+    and an identity of many selfies holds members x photos rows. A distance that
+    moved by less than DISTANCE_NOISE (a new selfie of the identity a hair nearer) is
+    not a change: it only orders the admin's list.
     """
-    stale = Match.objects.filter(selfie_id__in=members, photo__index_state=Photo.State.INDEXED)
-    stale.exclude(photo_id__in=list(photos)).delete()
-    # Only what changed is written: most decisions confirm most rows (a new selfie
-    # of a known face adds its own rows, the others' stay), and rewriting them all
-    # held the event lock for seconds once identities had thousands of matches. A
-    # distance that moved by less than DISTANCE_NOISE (a new selfie of the identity
-    # a hair nearer) is not a change: it only orders the admin's list.
-    current = {
-        (s, p): d
-        for s, p, d in Match.objects.filter(selfie_id__in=members).values_list("selfie_id", "photo_id", "distance")
+    held = {
+        row["photo_id"]: row
+        for row in Match.objects.filter(selfie_id__in=members)
+        .order_by()
+        .values("photo_id", "photo__index_state")
+        .annotate(count=Count("id"), nearest=Min("distance"), farthest=Max("distance"))
     }
-    changed = [
-        Match(selfie_id=s, photo_id=p, distance=float(d))
-        for s in members
-        for p, d in photos.items()
-        if (s, p) not in current or abs(current[s, p] - float(d)) > DISTANCE_NOISE
-    ]
+    stale = [p for p, row in held.items() if p not in photos and row["photo__index_state"] == Photo.State.INDEXED]
+    if stale:
+        Match.objects.filter(selfie_id__in=members, photo_id__in=stale).delete()
+    # Members with no match yet (a new selfie of this face): on a photo that the
+    # others hold at the right distance, only theirs are missing.
+    holding = set(Match.objects.filter(selfie_id__in=members).order_by().values_list("selfie_id", flat=True).distinct())
+    fresh = [s for s in members if s not in holding]
+    writes = []
+    for p, distance in photos.items():
+        row = held.get(p)
+        if row is None or max(abs(row["nearest"] - distance), abs(row["farthest"] - distance)) > DISTANCE_NOISE:
+            writes += [Match(selfie_id=s, photo_id=p, distance=float(distance)) for s in members]
+        elif row["count"] == len(members) - len(fresh):
+            writes += [Match(selfie_id=s, photo_id=p, distance=float(distance)) for s in fresh]
+        elif row["count"] < len(members):  # some other gap: every member's row, to be sure
+            writes += [Match(selfie_id=s, photo_id=p, distance=float(distance)) for s in members]
     Match.objects.bulk_create(
-        changed, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
+        writes, update_conflicts=True, unique_fields=["selfie", "photo"], update_fields=["distance"]
     )
     return len(members) * len(photos)
 

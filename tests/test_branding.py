@@ -71,7 +71,7 @@ def test_without_an_accent_colour_no_theme_is_linked(event, client):
     assert client.get(reverse("gallery:event_theme", args=[event.slug])).content == b""
 
 
-def test_the_cover_is_shown_on_the_event_pages_and_its_stored_copy_has_no_exif(event, admin_client, client):
+def test_the_cover_is_shown_on_the_event_pages_and_its_stored_copy_has_no_exif(event, admin_client, client, settings):
     url = reverse("admin:gallery_event_change", args=[event.pk])
     response = admin_client.post(url, {**_admin_form(event), "cover": upload("cover.jpg", _photo_with_exif())})
     assert response.status_code == 302, response.context_data["adminform"].form.errors
@@ -88,6 +88,9 @@ def test_the_cover_is_shown_on_the_event_pages_and_its_stored_copy_has_no_exif(e
         )
     served = client.get(cover)
     assert served.status_code == 200 and b"".join(served.streaming_content) == data
+    # The admin names the stored cover without linking to MEDIA_URL, which nothing serves.
+    admin_page = admin_client.get(url).content.decode()
+    assert event.cover.name in admin_page and settings.MEDIA_URL not in admin_page
 
 
 def test_a_file_that_is_no_image_is_refused_as_a_cover(event, admin_client):
