@@ -147,6 +147,23 @@ def selfie_row(event: Event, **fields: object) -> Selfie:
     return Selfie.objects.create(event=event, attendee=attendee, consent_at=fields.pop("consent_at", now), **fields)
 
 
+def event_admin_form(event: Event, **changes: object) -> dict:
+    """The event's admin form as posted unchanged, with these changes."""
+    form = {
+        "name": event.name,
+        "slug": event.slug,
+        "date": event.date.isoformat(),
+        "access_code": event.access_code,
+        "published": "on" if event.published else "",
+        "retention_days": str(event.retention_days),
+        "watermark_text": event.watermark_text,
+        "watermark_position": event.watermark_position,
+        "watermark_opacity": str(event.watermark_opacity),
+        "accent_colour": event.accent_colour,
+    }
+    return {**form, **changes}
+
+
 def jpeg_bytes(color: tuple[int, int, int] = (200, 60, 60), size: tuple[int, int] = (64, 48), **save: object) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="JPEG", **save)

@@ -9,25 +9,9 @@ from django.urls import reverse
 from PIL import Image
 
 from gallery.models import Event
-from tests.conftest import jpeg_bytes, upload
+from tests.conftest import event_admin_form, jpeg_bytes, upload
 
 pytestmark = pytest.mark.django_db
-
-
-def _admin_form(event: Event, **changes: object) -> dict:
-    form = {
-        "name": event.name,
-        "slug": event.slug,
-        "date": event.date.isoformat(),
-        "access_code": event.access_code,
-        "published": "on" if event.published else "",
-        "retention_days": str(event.retention_days),
-        "watermark_text": event.watermark_text,
-        "watermark_position": event.watermark_position,
-        "watermark_opacity": str(event.watermark_opacity),
-        "accent_colour": event.accent_colour,
-    }
-    return {**form, **changes}
 
 
 def _photo_with_exif() -> bytes:
@@ -45,7 +29,7 @@ def _photo_with_exif() -> bytes:
 @pytest.mark.parametrize("bad", ["red", "#12345", "#1234567", "#gg0000", "123456", "#123456;}body{x:y", "#12345\n"])
 def test_a_bad_accent_colour_is_refused_and_nothing_changes(event, admin_client, bad):
     url = reverse("admin:gallery_event_change", args=[event.pk])
-    response = admin_client.post(url, _admin_form(event, accent_colour=bad))
+    response = admin_client.post(url, event_admin_form(event, accent_colour=bad))
     assert response.status_code == 200
     assert "accent_colour" in response.context_data["adminform"].form.errors
     event.refresh_from_db()
@@ -54,7 +38,7 @@ def test_a_bad_accent_colour_is_refused_and_nothing_changes(event, admin_client,
 
 def test_the_accent_colour_is_served_as_a_stylesheet_linked_from_the_event_pages(event, admin_client, client):
     url = reverse("admin:gallery_event_change", args=[event.pk])
-    response = admin_client.post(url, _admin_form(event, accent_colour="#AA3300"))
+    response = admin_client.post(url, event_admin_form(event, accent_colour="#AA3300"))
     assert response.status_code == 302, response.context_data["adminform"].form.errors
     theme = reverse("gallery:event_theme", args=[event.slug])
     page = client.get(reverse("gallery:event", args=[event.slug])).content.decode()
@@ -73,7 +57,7 @@ def test_without_an_accent_colour_no_theme_is_linked(event, client):
 
 def test_the_cover_is_shown_on_the_event_pages_and_its_stored_copy_has_no_exif(event, admin_client, client, settings):
     url = reverse("admin:gallery_event_change", args=[event.pk])
-    response = admin_client.post(url, {**_admin_form(event), "cover": upload("cover.jpg", _photo_with_exif())})
+    response = admin_client.post(url, {**event_admin_form(event), "cover": upload("cover.jpg", _photo_with_exif())})
     assert response.status_code == 302, response.context_data["adminform"].form.errors
     event.refresh_from_db()
     with event.cover.open("rb") as stored:
@@ -95,7 +79,7 @@ def test_the_cover_is_shown_on_the_event_pages_and_its_stored_copy_has_no_exif(e
 
 def test_a_file_that_is_no_image_is_refused_as_a_cover(event, admin_client):
     url = reverse("admin:gallery_event_change", args=[event.pk])
-    response = admin_client.post(url, {**_admin_form(event), "cover": upload("cover.jpg", b"not an image at all")})
+    response = admin_client.post(url, {**event_admin_form(event), "cover": upload("cover.jpg", b"not an image at all")})
     assert response.status_code == 200
     assert "cover" in response.context_data["adminform"].form.errors
     event.refresh_from_db()
@@ -128,9 +112,9 @@ def test_a_code_locked_events_branding_shows_on_its_code_form_and_opens_nothing_
 def test_a_replaced_cover_and_a_deleted_events_cover_leave_no_file_behind(event, admin_client, run_jobs):
     url = reverse("admin:gallery_event_change", args=[event.pk])
     with run_jobs():
-        admin_client.post(url, {**_admin_form(event), "cover": upload("a.jpg", jpeg_bytes())})
+        admin_client.post(url, {**event_admin_form(event), "cover": upload("a.jpg", jpeg_bytes())})
         first = Event.objects.get().cover.name
-        admin_client.post(url, {**_admin_form(event), "cover": upload("b.jpg", jpeg_bytes((1, 2, 3)))})
+        admin_client.post(url, {**event_admin_form(event), "cover": upload("b.jpg", jpeg_bytes((1, 2, 3)))})
     event.refresh_from_db()
     storage = event.cover.storage
     assert first != event.cover.name and not storage.exists(first) and storage.exists(event.cover.name)

@@ -11,7 +11,7 @@ from gallery import services
 from gallery.models import Face, Match, Photo
 from matching import tasks
 from matching.engines import dlib as dlib_engine
-from tests.conftest import BIDEN_SELFIE, BIDEN_TWICE_AND_KIT, sample_upload
+from tests.conftest import BIDEN_SELFIE, BIDEN_TWICE_AND_KIT, event_admin_form, sample_upload
 
 
 def _faces_and_matches() -> tuple[list[tuple], list[tuple]]:
@@ -33,18 +33,8 @@ def _bytes(field) -> bytes:
 
 
 def _change_watermark(admin_client, event, run_jobs, **fields: str):
-    data = {
-        "name": event.name,
-        "slug": event.slug,
-        "date": event.date.isoformat(),
-        "access_code": "",
-        "published": "on",
-        "retention_days": "30",
-        "watermark_text": "",
-        "watermark_position": "bottom-right",
-        "watermark_opacity": "80",
-        **fields,
-    }
+    watermark = {"watermark_text": "", "watermark_position": "bottom-right", "watermark_opacity": "80"}
+    data = event_admin_form(event, **{**watermark, **fields})
     with run_jobs():
         return admin_client.post(reverse("admin:gallery_event_change", args=[event.pk]), data, follow=True)
 

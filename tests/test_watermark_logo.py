@@ -12,7 +12,7 @@ from PIL import Image, ImageChops
 
 from gallery import branding, services
 from gallery.models import Event, Photo
-from tests.conftest import jpeg_bytes, upload
+from tests.conftest import event_admin_form, jpeg_bytes, upload
 
 GREY = (128, 128, 128)
 
@@ -28,18 +28,8 @@ def logo_bytes(size: tuple[int, int] = (200, 100)) -> bytes:
 
 
 def _form(event: Event, **fields: object) -> dict[str, object]:
-    return {
-        "name": event.name,
-        "slug": event.slug,
-        "date": event.date.isoformat(),
-        "access_code": "",
-        "published": "on",
-        "retention_days": "30",
-        "watermark_text": "",
-        "watermark_position": "top-left",
-        "watermark_opacity": "100",
-        **fields,
-    }
+    watermark = {"watermark_text": "", "watermark_position": "top-left", "watermark_opacity": "100"}
+    return event_admin_form(event, **{**watermark, **fields})
 
 
 def _pixels(field) -> Image.Image:
