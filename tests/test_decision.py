@@ -12,7 +12,7 @@ from gallery import jobs
 from gallery import services as gallery_services
 from gallery.models import Attendee, Event, Face, Match, Photo, Selfie
 from matching import index, rules, services
-from tests.conftest import selfie_row
+from tests.conftest import event_admin_form, selfie_row
 
 pytestmark = pytest.mark.django_db
 
@@ -202,19 +202,8 @@ def test_changing_the_event_tolerance_in_the_admin_matches_its_selfies_again(eve
     decide(event, selfie_id=selfie.pk)
     assert shown(selfie) == {"edge.jpg"}
     url = reverse("admin:gallery_event_change", args=[event.pk])
-    form = {
-        "name": event.name,
-        "slug": event.slug,
-        "date": event.date.isoformat(),
-        "access_code": "",
-        "published": "on",
-        "retention_days": str(event.retention_days or 30),
-        # Unchanged: a watermark change would make the photos' copies again (a reindex).
-        "watermark_text": event.watermark_text,
-        "watermark_position": event.watermark_position,
-        "watermark_opacity": str(event.watermark_opacity),
-        "face_tolerance": "0.5",
-    }
+    # The watermark unchanged: a watermark change would make the photos' copies again.
+    form = event_admin_form(event, face_tolerance="0.5")
     with run_jobs():
         response = admin_client.post(url, form)
     assert response.status_code == 302, response.context_data["adminform"].form.errors

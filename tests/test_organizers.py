@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from gallery import services
 from gallery.models import Event, Face, Match, Photo, Selfie
-from tests.conftest import jpeg_bytes, selfie_row
+from tests.conftest import event_admin_form, jpeg_bytes, selfie_row
 
 PASSWORD = "a-long-enough-pass-phrase-42"
 
@@ -198,16 +198,7 @@ def test_an_event_created_in_the_admin_belongs_to_its_creator(world):
 def test_an_owner_adds_another_organizer(world):
     event = world["rows"]["alice"]["event"]
     alice = client_for(world["alice"])
-    data = {
-        "name": event.name,
-        "slug": event.slug,
-        "date": "2026-07-01",
-        "access_code": "",
-        "published": "on",
-        "retention_days": "30",
-        "watermark_position": "bottom-right",
-        "watermark_opacity": "60",
-    }
+    data = event_admin_form(event)
     page = alice.post(change(event), {**data, "add_owner": "nobody"}).content.decode()
     assert "No organizer with this username" in page
     assert alice.post(change(event), {**data, "add_owner": "bob@example.org"}).status_code == 302
@@ -570,17 +561,7 @@ def test_the_watermark_is_on_the_served_copies_never_on_the_original(world, run_
         plain = Image.open(handle).convert("RGB")
 
     alice = client_for(world["alice"])
-    data = {
-        "name": event.name,
-        "slug": event.slug,
-        "date": "2026-07-01",
-        "access_code": "",
-        "published": "on",
-        "retention_days": "30",
-        "watermark_text": "© Studio Lumière",
-        "watermark_position": "bottom-right",
-        "watermark_opacity": "80",
-    }
+    data = event_admin_form(event, watermark_text="© Studio Lumière", watermark_opacity="80")
     with run_jobs():
         response = alice.post(change(event), data, follow=True)
     assert "Watermark changed: 2 photos are being copied again" in response.content.decode()

@@ -39,7 +39,7 @@ from matching.engines.rekognition import (
     encode,
     make_client,
 )
-from tests.conftest import ROOT, selfie_row
+from tests.conftest import ROOT, event_admin_form, selfie_row
 
 pytestmark = pytest.mark.django_db
 
@@ -750,18 +750,7 @@ def test_changing_the_events_similarity_in_the_admin_matches_its_selfies_again(
     stubber.add_response(
         "search_faces", found(SELFIE_FACE, (f"{photo.pk}:0123456789ab", 71.0)), search_params(event, SELFIE_FACE, 70.0)
     )
-    form = {
-        "name": event.name,
-        "slug": event.slug,
-        "date": event.date.isoformat(),
-        "access_code": "",
-        "published": "on",
-        "retention_days": str(event.retention_days or 30),
-        "watermark_text": event.watermark_text,
-        "watermark_position": event.watermark_position,
-        "watermark_opacity": str(event.watermark_opacity),
-        "face_similarity": "70",
-    }
+    form = event_admin_form(event, face_similarity="70")
     with run_jobs():
         response = admin_client.post(reverse("admin:gallery_event_change", args=[event.pk]), form)
 
@@ -775,14 +764,7 @@ def test_changing_the_events_similarity_in_the_admin_matches_its_selfies_again(
 
 @pytest.mark.parametrize("value", ["-1", "100.5"])
 def test_the_admin_refuses_a_similarity_outside_0_to_100(event, admin_client, value):
-    form = {
-        "name": event.name,
-        "slug": event.slug,
-        "date": event.date.isoformat(),
-        "published": "on",
-        "retention_days": "30",
-        "face_similarity": value,
-    }
+    form = event_admin_form(event, face_similarity=value)
     response = admin_client.post(reverse("admin:gallery_event_change", args=[event.pk]), form)
 
     assert response.status_code == 200
