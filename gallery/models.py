@@ -90,17 +90,21 @@ class EventQuerySet(models.QuerySet):
 
 
 class Event(models.Model):
-    name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=80, unique=True)
-    date = models.DateField(default=timezone.localdate)
+    name = models.CharField(_("name"), max_length=200)
+    slug = models.SlugField(_("link name"), max_length=80, unique=True)
+    date = models.DateField(_("date"), default=timezone.localdate)
     access_code = models.CharField(
+        _("access code"),
         max_length=64,
         blank=True,
         help_text=_("Attendees must enter this code to open the event. Leave empty for none."),
     )
-    published = models.BooleanField(default=True, help_text=_("Unpublished events are invisible to attendees."))
+    published = models.BooleanField(
+        _("published"), default=True, help_text=_("Unpublished events are invisible to attendees.")
+    )
     # Shown on the event's privacy page.
     contact = models.CharField(
+        _("contact"),
         max_length=200,
         blank=True,
         help_text=_("Whom attendees contact about their data (e-mail, name); on the privacy page."),
@@ -177,6 +181,7 @@ class Event(models.Model):
         help_text=_("Organizers who see and manage this event in the admin."),
     )
     face_tolerance = models.FloatField(
+        _("face tolerance"),
         null=True,
         blank=True,
         validators=[MinValueValidator(0.3), MaxValueValidator(0.8)],
@@ -187,6 +192,7 @@ class Event(models.Model):
     )
     # The hosted engine's threshold: Rekognition answers with a similarity, not a dlib distance.
     face_similarity = models.FloatField(
+        _("face similarity"),
         null=True,
         blank=True,
         validators=[MinValueValidator(0), MaxValueValidator(100)],

@@ -121,3 +121,14 @@ def test_a_stored_failure_is_shown_in_the_attendees_language(client, event, run_
         )
     page = client.get(reverse("gallery:me", args=[event.slug]), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert "Nous n\u2019avons pas trouvé de visage" in page
+
+
+def test_the_event_admin_page_labels_every_field_in_french(admin_client, event):
+    from django.urls import reverse
+
+    page = admin_client.get(reverse("admin:gallery_event_change", args=[event.pk]), HTTP_ACCEPT_LANGUAGE="fr")
+    html = page.content.decode()
+    labels = {"name": "Nom", "access_code": "Code d\u2019accès", "face_tolerance": "Tolérance des visages"}
+    for field, label in labels.items():
+        assert f'for="id_{field}">{label}' in html, label
+    assert "Face tolerance" not in html and "Access code" not in html
