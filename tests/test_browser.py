@@ -198,8 +198,8 @@ def test_admin_works_under_the_content_security_policy(live_server, new_context,
     expect(page.locator(".action-counter")).to_contain_text("1 of 1 selected")
     # prepopulate.js: the slug follows the name on a new event.
     page.goto(f"{live_server.url}/admin/gallery/event/add/")
-    page.get_by_label("Name").press_sequentially("Winter Gala")  # key by key, as prepopulate.js listens
-    expect(page.get_by_label("Slug")).to_have_value("winter-gala")
+    page.get_by_label("Name:", exact=True).press_sequentially("Winter Gala")  # key by key, as prepopulate.js listens
+    expect(page.get_by_label("Link name:", exact=True)).to_have_value("winter-gala")
     page.goto(f"{live_server.url}/admin/gallery/event/{Event.objects.get().pk}/change/")
     expect(page.locator(".qr-code svg")).to_be_visible()
     assert page.locator(".qr-code").evaluate("box => box.getBoundingClientRect().width") == 200  # organizer-admin.css
